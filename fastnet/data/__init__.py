@@ -1,0 +1,5 @@
+"""Data on disk and in batches: IDX files (MNIST's format), data sets, loaders."""
+
+from fastnet.data.idx import load_idx, save_idx
+
+__all__ = ["load_idx", "save_idx"]
