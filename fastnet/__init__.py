@@ -1,0 +1,24 @@
+"""fastnet: a JIT-compiled CNN/MLP training engine. Numba kernels with explicit backward passes,
+a static graph compiled once, a minibatch trainer.
+
+    import fastnet as fn
+    model = fn.Sequential([fn.Flatten(), fn.Dense(128), fn.ReLU(), fn.Dense(10)]).compile(
+        input_shape=(1, 28, 28), batch_size=64, optimizer=fn.SGD(lr=0.05, momentum=0.9))
+    model.fit(x_train, y_train, epochs=2)
+"""
+
+import sys
+
+__version__ = "0.1.0"
+
+from . import data, losses, models
+from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError
+from .graph import Sequential
+from .layers import Dense, Dropout, Flatten, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .model import History, Model
+from .optim import SGD, Adam, AdamW
+
+from .data import datasets  # noqa: E402
+
+# `fastnet.datasets` is fastnet/data/datasets.py; registered so `import fastnet.datasets` works too.
+sys.modules[__name__ + ".datasets"] = datasets

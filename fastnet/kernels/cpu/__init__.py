@@ -1,0 +1,11 @@
+"""The CPU kernel namespace: every kernel the layers call, as `k.<name>`."""
+
+from .activation import (copy_forward, dropout_backward, dropout_forward, leaky_relu_backward,
+                         leaky_relu_forward, relu_backward, relu_forward, sigmoid_backward,
+                         sigmoid_forward, softmax_backward, softmax_forward, tanh_backward,
+                         tanh_forward)
+from .dense import (bias_backward, dense_backward_input, dense_backward_weight, dense_forward,
+                    dense_forward_nobias)
+from .loss import (count_correct, cross_entropy_backward, cross_entropy_forward, mse_backward,
+                   mse_forward)
+from .optim import adam_update, sgd_update

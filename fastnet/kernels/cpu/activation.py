@@ -1,0 +1,128 @@
+"""Element-wise activations. Kernels take flat (1-D) views: the layer passes x.reshape(-1).
+
+Backward kernels read the saved forward output y where the derivative is a function of it
+(sigmoid, tanh), and the input x where it is not (relu, leaky relu: PyTorch's gradient at 0 is 0).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def relu_forward(x, y):
+    zero = x.dtype.type(0)
+    for i in prange(x.size):
+        y[i] = x[i] if x[i] > zero else zero
+
+
+@njit(cache=True, parallel=True)
+def relu_backward(x, dy, dx):
+    zero = x.dtype.type(0)
+    for i in prange(x.size):
+        dx[i] = dy[i] if x[i] > zero else zero
+
+
+@njit(cache=True, parallel=True)
+def leaky_relu_forward(x, negative_slope, y):
+    slope = x.dtype.type(negative_slope)
+    for i in prange(x.size):
+        y[i] = x[i] if x[i] > 0 else x[i] * slope
+
+
+@njit(cache=True, parallel=True)
+def leaky_relu_backward(x, dy, negative_slope, dx):
+    slope = x.dtype.type(negative_slope)
+    for i in prange(x.size):
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * slope
+
+
+@njit(cache=True, parallel=True)
+def sigmoid_forward(x, y):
+    one = x.dtype.type(1)
+    for i in prange(x.size):
+        # Split by sign so exp never overflows.
+        if x[i] >= 0:
+            y[i] = one / (one + np.exp(-x[i]))
+        else:
+            e = np.exp(x[i])
+            y[i] = e / (one + e)
+
+
+@njit(cache=True, parallel=True)
+def sigmoid_backward(y, dy, dx):
+    one = y.dtype.type(1)
+    for i in prange(y.size):
+        dx[i] = dy[i] * y[i] * (one - y[i])
+
+
+@njit(cache=True, parallel=True)
+def tanh_forward(x, y):
+    for i in prange(x.size):
+        y[i] = np.tanh(x[i])
+
+
+@njit(cache=True, parallel=True)
+def tanh_backward(y, dy, dx):
+    one = y.dtype.type(1)
+    for i in prange(y.size):
+        dx[i] = dy[i] * (one - y[i] * y[i])
+
+
+@njit(cache=True, parallel=True)
+def softmax_forward(x, y):
+    """Row-wise softmax of a (n, classes) array, max subtracted for stability."""
+    for n in prange(x.shape[0]):
+        m = x[n, 0]
+        for j in range(1, x.shape[1]):
+            m = max(m, x[n, j])
+        total = x.dtype.type(0)
+        for j in range(x.shape[1]):
+            e = np.exp(x[n, j] - m)
+            y[n, j] = e
+            total += e
+        for j in range(x.shape[1]):
+            y[n, j] /= total
+
+
+@njit(cache=True, parallel=True)
+def softmax_backward(y, dy, dx):
+    """dx_j = y_j (dy_j - sum_k dy_k y_k), row by row."""
+    for n in prange(y.shape[0]):
+        dot = y.dtype.type(0)
+        for j in range(y.shape[1]):
+            dot += dy[n, j] * y[n, j]
+        for j in range(y.shape[1]):
+            dx[n, j] = y[n, j] * (dy[n, j] - dot)
+
+
+@njit(cache=True, parallel=True)
+def copy_forward(x, y):
+    """y = x for flat views: Flatten's forward and backward (a copy keeps every tensor in its own buffer)."""
+    for i in prange(x.size):
+        y[i] = x[i]
+
+
+@njit(cache=True, parallel=True)
+def dropout_forward(x, p, seed, offset, mask, y):
+    """Inverted dropout: keep with probability 1 - p and scale by 1 / (1 - p).
+
+    The mask is a pure function of (seed, offset + i) through a splitmix64 hash, so it
+    does not depend on the thread count and is reproducible from the step counter alone.
+    """
+    scale = x.dtype.type(1.0 / (1.0 - p))
+    zero = x.dtype.type(0)
+    for i in prange(x.size):
+        z = np.uint64(seed) + np.uint64(offset + i) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+        u = (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # 53 random bits -> [0, 1)
+        keep = scale if u >= p else zero
+        mask[i] = keep
+        y[i] = x[i] * keep
+
+
+@njit(cache=True, parallel=True)
+def dropout_backward(mask, dy, dx):
+    for i in prange(dy.size):
+        dx[i] = dy[i] * mask[i]

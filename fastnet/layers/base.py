@@ -1,0 +1,102 @@
+"""The layer contract (Caffe's, in Python).
+
+A Layer is configuration plus the code that drives its kernels; it holds no arrays.
+Compiling a network binds each layer to a `Slot` that owns the layer's parameter
+views, gradient views and workspace buffers, so one layer object can be compiled
+into several models without them sharing state.
+
+Shapes given to and returned by `output_shape` are per sample (no batch axis).
+Arrays given to `forward`/`backward` are batched: `(n, *shape)` with n <= the
+compiled batch size (a smaller last batch gets views of the same buffers).
+
+- `output_shape(input_shapes)` checks the inputs (raise ShapeError) and returns the output shape.
+- `param_shapes(input_shapes)` -> {short name: shape} of trainable parameters, in PyTorch's layout.
+- `buffer_shapes(input_shapes)` -> {short name: shape} of non-trainable state saved in state_dict
+  (BatchNorm's running statistics).
+- `workspace_shapes(input_shapes)` -> {name: per-sample shape, or WorkspaceSpec(shape, dtype) for a
+  dtype other than the model's} of scratch arrays the kernels need; each is allocated as
+  (batch, *shape) and handed over sliced to the current batch (slot.work(name, n)).
+- `init_params(params, buffers, input_shapes, rng)` fills parameters and buffers in place.
+- `forward(k, slot, xs, y, train)` writes y from the inputs xs (a list, one array per input).
+- `backward(k, slot, xs, y, dy, dxs)` reads dy, writes each dxs[i] that is not None (None means
+  that input's gradient is not needed), and writes the parameter gradients slot.grads[...].
+  Parameter gradients are written, not accumulated: every parameter belongs to exactly one
+  layer call in a graph, so there is nothing to add to, and np.dot(a, b, out) has no beta.
+
+`k` is the kernel namespace (fastnet.kernels.cpu): layers call kernels only through it.
+"""
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class WorkspaceSpec:
+    """A workspace of a dtype other than the model's (e.g. integer argmax indices)."""
+
+    def __init__(self, shape, dtype):
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+
+
+class Slot:
+    """One layer's compiled state inside one model."""
+
+    def __init__(self, layer, index, prefix, params, grads, buffers, workspace, seed):
+        self.layer = layer
+        self.index = index          # position in the compiled plan
+        self.prefix = prefix        # parameter name prefix: "0", "conv1", ...
+        self.params = params        # short name -> live array (a view into the model's flat parameters)
+        self.grads = grads          # short name -> gradient array, same shape
+        self.buffers = buffers      # short name -> live array (running statistics)
+        self.workspace = workspace  # name -> (batch, *shape) array
+        self.seed = seed            # per-layer seed for stochastic layers (Dropout)
+        self.step = 0               # the model's optimizer step, kept up to date by the model
+        self.row_offset = 0         # index of the batch's first row within a longer forward(x)
+
+    def work(self, name, n):
+        """Workspace `name` for a batch of n rows (a view, no copy)."""
+        return self.workspace[name][:n]
+
+
+class Layer(ABC):
+    """Base class: a layer with no parameters, no buffers and no workspace unless it declares them."""
+
+    n_inputs = 1
+
+    def __init__(self, name=None):
+        self.name = name
+
+    @property
+    def type_name(self):
+        return type(self).__name__
+
+    def describe(self):
+        return self.name or self.type_name
+
+    @abstractmethod
+    def output_shape(self, input_shapes):
+        """Check the per-sample input shapes and return the output shape."""
+
+    def param_shapes(self, input_shapes):
+        return {}
+
+    def buffer_shapes(self, input_shapes):
+        return {}
+
+    def workspace_shapes(self, input_shapes):
+        return {}
+
+    def init_params(self, params, buffers, input_shapes, rng):
+        pass
+
+    @abstractmethod
+    def forward(self, k, slot, xs, y, train):
+        """Write y from the inputs xs."""
+
+    @abstractmethod
+    def backward(self, k, slot, xs, y, dy, dxs):
+        """Write the input gradients dxs (where not None) and the parameter gradients."""
+
+    def __repr__(self):
+        return f"{self.type_name}({self.name!r})" if self.name else f"{self.type_name}()"

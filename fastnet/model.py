@@ -1,0 +1,324 @@
+"""The compiled model: forward, gradients, train_step, fit, evaluate, predict, state dicts.
+
+Everything the training loop touches was allocated at compile time. A step copies the batch
+into the input buffer, runs the plan forward, the loss, the plan backward and one optimizer
+kernel over the flat parameters; none of it allocates an array.
+"""
+
+import sys
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+from . import kernels, losses
+from .errors import CheckpointError, DataError, DivergenceError, ShapeError
+from .graph import Plan
+from .optim import SGD, Optimizer
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+class History:
+    """Per-epoch figures, as Keras's History: `history.history["loss"]` is a list, one per epoch."""
+
+    KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "images_per_sec", "seconds")
+
+    def __init__(self):
+        self.epoch = []
+        self.history = {key: [] for key in self.KEYS}
+
+    def append(self, epoch, **figures):
+        self.epoch.append(epoch)
+        for key in self.KEYS:
+            self.history[key].append(figures.get(key))
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, loss={self.history['loss']})"
+
+
+class Model:
+    def __init__(self, network, input_node, nodes, batch_size, loss, optimizer, device, seed, dtype):
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ShapeError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if str(np.dtype(dtype)) not in DTYPES:
+            raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        self.network = network
+        self.device = device
+        self.k = kernels.namespace(device)
+        self.dtype = np.dtype(dtype)
+        self.batch_size = int(batch_size)
+        self.seed = seed
+        self.loss_fn = losses.get(loss)
+        self.optimizer = optimizer if optimizer is not None else SGD(lr=0.01)
+        if not isinstance(self.optimizer, Optimizer):
+            raise TypeError(f"optimizer must be fn.SGD, fn.Adam or fn.AdamW, got {optimizer!r}")
+        seeds = np.random.SeedSequence(seed).spawn(2)
+        self.plan = Plan(input_node, nodes, self.batch_size, self.dtype, np.random.default_rng(seeds[0]))
+        self._shuffle_rng = np.random.default_rng(seeds[1])
+        self.input_shape = tuple(input_node.shape)
+        self.output_shape = tuple(self.plan.output_node.shape)
+        self.loss_fn.check_output(self.output_shape)
+        self.targets = self.loss_fn.target_buffer(self.batch_size, self.output_shape, self.dtype)
+        self.loss_work = self.loss_fn.workspace(self.batch_size, self.output_shape, self.dtype)
+        self.opt_state = self.optimizer.state(self.plan.flat_params)
+        self.step = 0
+        self._warm_up()
+        self.plan.initialise()
+
+    # -- compile-time warm-up ------------------------------------------------------------
+    def _warm_up(self):
+        """Run every kernel once so Numba compiles it now, not in the first step.
+        Runs on the zero-filled buffers; parameters and optimizer state are reset after."""
+        n = self.batch_size
+        self._forward_loss(n, train=True)
+        self.plan.backward(self.k, n, input_grad=True)
+        self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
+        self.optimizer.update(self.k, self.plan.flat_params, self.plan.flat_grads, self.opt_state, 1)
+        self.plan.forward(self.k, n, train=False)
+        self.plan.flat_params[...] = 0
+        self.plan.flat_grads[...] = 0
+        for buf in self.opt_state.values():
+            buf[...] = 0
+
+    # -- the step ------------------------------------------------------------------------
+    def _forward_loss(self, n, train):
+        """Forward over the first n rows of the input buffer; returns the mean loss.
+        Sets the output gradient buffer when train is true."""
+        out = self.plan.forward(self.k, n, train)
+        total = self.loss_fn.forward(self.k, out, self.targets[:n], self._work(n))
+        count = self.loss_fn.count(n, self.output_shape)
+        if train:
+            self.loss_fn.backward(self.k, out, self.targets[:n], self._work(n), 1.0 / count,
+                                  self.plan.grads[-1][:n])
+        return total / count
+
+    def _work(self, n):
+        return None if self.loss_work is None else self.loss_work[:n]
+
+    def _load(self, x, y):
+        """Copy a batch (already checked) into the input and target buffers; returns its rows."""
+        n = len(x)
+        np.copyto(self.plan.acts[0][:n], x, casting="unsafe")
+        np.copyto(self.targets[:n], y, casting="unsafe")
+        return n
+
+    def _check_batch(self, x, y):
+        """Cheap checks for one batch: shapes and label range, no full scan for NaN."""
+        x = self._check_x(x, finite=False)
+        if len(x) > self.batch_size:
+            raise ShapeError(f"a batch of {len(x)} rows is larger than the compiled batch size "
+                             f"{self.batch_size}; use fit() for whole datasets")
+        if len(x) == 0:
+            raise ShapeError("an empty batch has no loss")
+        y = self.loss_fn.check_targets(y, len(x), self.output_shape)
+        return x, y
+
+    def train_step(self, x, y):
+        """One optimizer step on one batch (at most batch_size rows); returns the loss."""
+        x, y = self._check_batch(x, y)
+        n = self._load(x, y)
+        return self._train_loaded(n, "train_step")
+
+    def gradients(self, x, y, input_grad=False):
+        """Train-mode forward and backward without an update: (loss, {name: gradient copy}),
+        with "input" added when input_grad is true."""
+        x, y = self._check_batch(x, y)
+        n = self._load(x, y)
+        self.plan.set_step(self.step)
+        loss = self._forward_loss(n, train=True)
+        self.plan.backward(self.k, n, input_grad=input_grad)
+        grads = OrderedDict((name, self.plan.slots[index].grads[short].copy())
+                            for name, index, short in self.plan.param_names)
+        if input_grad:
+            grads["input"] = self.plan.grads[0][:n].copy()
+        return float(loss), grads
+
+    # -- whole datasets ------------------------------------------------------------------
+    def forward(self, x, train=False):
+        """Network outputs for any number of rows, in chunks of the compiled batch size."""
+        x = self._check_x(x, finite=False)
+        out = np.empty((len(x), *self.output_shape), self.dtype)
+        for start in range(0, len(x), self.batch_size):
+            chunk = x[start:start + self.batch_size]
+            n = len(chunk)
+            np.copyto(self.plan.acts[0][:n], chunk, casting="unsafe")
+            self.plan.set_step(self.step, row_offset=start)
+            out[start:start + n] = self.plan.forward(self.k, n, train)
+        return out
+
+    def predict(self, x):
+        """Network outputs in evaluation mode (logits for a network ending in Dense)."""
+        return self.forward(self._check_x(x, finite=True), train=False)
+
+    def evaluate(self, x, y):
+        """{"loss": mean loss, "accuracy": fraction correct (None for mse)} in evaluation mode."""
+        x = self._check_x(x, finite=True)
+        y = self.loss_fn.check_targets(y, len(x), self.output_shape)
+        if len(x) == 0:
+            raise ShapeError("evaluate() needs at least one row")
+        total, correct = 0.0, 0
+        for start in range(0, len(x), self.batch_size):
+            n = self._load(x[start:start + self.batch_size], y[start:start + self.batch_size])
+            total += self._forward_loss(n, train=False) * n
+            hits = self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
+            correct += hits or 0
+        accuracy = correct / len(x) if self.loss_fn.has_accuracy else None
+        return {"loss": total / len(x), "accuracy": accuracy}
+
+    def fit(self, x, y, epochs=1, validation_data=None, shuffle=True, verbose=1):
+        """Minibatch training; returns a History. All inputs are checked before any step runs."""
+        x = self._check_x(x, finite=True)
+        y = self.loss_fn.check_targets(y, len(x), self.output_shape)
+        if len(x) == 0:
+            raise ShapeError("fit() needs at least one row")
+        if validation_data is not None:
+            vx, vy = validation_data
+            vx = self._check_x(vx, finite=True, what="validation x")
+            vy = self.loss_fn.check_targets(vy, len(vx), self.output_shape, what="validation y")
+        # One conversion up front, so each batch is a gather into the input buffer, not a cast.
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        y = np.ascontiguousarray(y, dtype=self.targets.dtype)
+        history = History()
+        for epoch in range(1, epochs + 1):
+            figures = self._fit_epoch(x, y, epoch, epochs, shuffle, verbose)
+            if validation_data is not None:
+                val = self.evaluate(vx, vy)
+                figures.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            history.append(epoch, **figures)
+            if verbose:
+                print(_epoch_line(epoch, epochs, figures), file=sys.stderr)
+        return history
+
+    def _fit_epoch(self, x, y, epoch, epochs, shuffle, verbose):
+        from tqdm import tqdm
+        order = self._shuffle_rng.permutation(len(x)) if shuffle else np.arange(len(x))
+        batches = range(0, len(x), self.batch_size)
+        # The bar only on a terminal; the one-line epoch summary is printed either way.
+        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
+                   disable=not verbose or not sys.stderr.isatty(), file=sys.stderr)
+        total, correct, seen = 0.0, 0, 0
+        start_time = time.perf_counter()
+        for i, start in enumerate(bar):
+            rows = order[start:start + self.batch_size]
+            n = len(rows)
+            np.take(x, rows, axis=0, out=self.plan.acts[0][:n])
+            np.take(y, rows, axis=0, out=self.targets[:n])
+            loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}")
+            total += loss * n
+            seen += n
+            hits = self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
+            correct += hits or 0
+            if verbose and (i % 20 == 0):
+                elapsed = time.perf_counter() - start_time
+                bar.set_postfix(loss=f"{total / seen:.4f}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
+        seconds = time.perf_counter() - start_time
+        bar.close()
+        return {"loss": total / seen,
+                "accuracy": correct / seen if self.loss_fn.has_accuracy else None,
+                "images_per_sec": seen / seconds, "seconds": seconds}
+
+    def _train_loaded(self, n, where):
+        """One step on the loaded batch. An update computed from a non-finite loss is refused,
+        so the parameters stay those of the last finite step."""
+        self.plan.set_step(self.step)
+        loss = self._forward_loss(n, train=True)
+        if not np.isfinite(loss):
+            raise DivergenceError(f"the training loss became {loss} at {where} (optimizer step "
+                                  f"{self.step + 1}); the parameters are those of the last finite "
+                                  f"step. Try a lower learning rate.")
+        self.plan.backward(self.k, n, input_grad=False)
+        self.step += 1
+        self.optimizer.update(self.k, self.plan.flat_params, self.plan.flat_grads, self.opt_state,
+                              self.step)
+        return loss
+
+    # -- checks --------------------------------------------------------------------------
+    def _check_x(self, x, finite, what="x"):
+        x = np.asarray(x)
+        if x.ndim != len(self.input_shape) + 1 or x.shape[1:] != self.input_shape:
+            raise ShapeError(f"{what}: expected shape (N, {', '.join(map(str, self.input_shape))}) for a "
+                             f"model compiled with input_shape {self.input_shape}, got {x.shape}")
+        if x.dtype.kind not in "iuf":
+            raise DataError(f"{what}: expected numbers, got dtype {x.dtype}")
+        if finite and x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+            bad = int(np.count_nonzero(~np.isfinite(x)))
+            raise DataError(f"{what}: contains {bad} non-finite values (NaN or inf)")
+        return x
+
+    # -- parameters and state ------------------------------------------------------------
+    def parameters(self):
+        """Live parameter arrays by name (writing into them changes the model)."""
+        return OrderedDict((name, self.plan.slots[index].params[short])
+                           for name, index, short in self.plan.param_names)
+
+    def buffers(self):
+        return OrderedDict((name, self.plan.slots[index].buffers[short])
+                           for name, index, short in self.plan.buffer_names)
+
+    def state_dict(self):
+        """Copies of every parameter and buffer, in torch.nn.Module.state_dict's order and names."""
+        state = OrderedDict()
+        for slot in self.plan.slots:
+            for short, array in list(slot.params.items()) + list(slot.buffers.items()):
+                state[f"{slot.prefix}.{short}"] = array.copy()
+        return state
+
+    def load_state_dict(self, state):
+        """Copy parameters and buffers in; names, shapes and finiteness are checked first, so a
+        mismatched dict changes nothing. A PyTorch state_dict (tensors or numpy arrays) works;
+        `num_batches_tracked` entries are ignored."""
+        targets = OrderedDict(list(self.parameters().items()) + list(self.buffers().items()))
+        given = {name: _to_numpy(value) for name, value in state.items()
+                 if not name.endswith("num_batches_tracked")}
+        problems = []
+        missing = [name for name in targets if name not in given]
+        unexpected = [name for name in given if name not in targets]
+        if missing:
+            problems.append(f"missing: {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected: {', '.join(unexpected)}")
+        for name, target in targets.items():
+            if name in given:
+                value = given[name]
+                if value.shape != target.shape:
+                    problems.append(f"{name}: shape {value.shape}, the model has {target.shape}")
+                elif value.dtype.kind not in "iuf" or not np.all(np.isfinite(value)):
+                    problems.append(f"{name}: not finite numbers")
+        if problems:
+            raise CheckpointError("state dict does not match the model; " + "; ".join(problems))
+        for name, target in targets.items():
+            target[...] = given[name]
+
+    def summary(self):
+        lines = [f"{'layer':<24}{'output shape':<20}{'parameters':>12}"]
+        counts = {}
+        for name, index, short in self.plan.param_names:
+            counts[index] = counts.get(index, 0) + self.plan.slots[index].params[short].size
+        for index, (slot, node) in enumerate(zip(self.plan.slots, self.plan.nodes)):
+            label = f"{slot.prefix} {slot.layer.type_name}"
+            lines.append(f"{label:<24}{str(node.shape):<20}{counts.get(index, 0):>12,}")
+        lines.append(f"total parameters: {self.plan.flat_params.size:,}")
+        return "\n".join(lines)
+
+
+def _to_numpy(value):
+    if hasattr(value, "detach"):        # a torch.Tensor
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _epoch_line(epoch, epochs, figures):
+    parts = [f"epoch {epoch}/{epochs}", f"loss {figures['loss']:.4f}"]
+    if figures.get("accuracy") is not None:
+        parts.append(f"accuracy {figures['accuracy']:.4f}")
+    if figures.get("val_loss") is not None:
+        parts.append(f"val_loss {figures['val_loss']:.4f}")
+    if figures.get("val_accuracy") is not None:
+        parts.append(f"val_accuracy {figures['val_accuracy']:.4f}")
+    parts.append(f"{figures['images_per_sec']:.0f} images/s")
+    parts.append(f"{figures['seconds']:.1f} s")
+    return " - ".join(parts)
