@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 from . import data, losses, models
 from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError
 from .graph import Sequential
-from .layers import Dense, Dropout, Flatten, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer,
+                     LeakyReLU, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh)
 from .model import History, Model
 from .optim import SGD, Adam, AdamW
 

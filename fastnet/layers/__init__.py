@@ -4,4 +4,6 @@ from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .base import Layer, Slot, WorkspaceSpec
 from .dense import Dense
 from .dropout import Dropout
+from .norm import BatchNorm1D, BatchNorm2D
+from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .reshape import Flatten

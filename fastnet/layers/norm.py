@@ -1,0 +1,136 @@
+"""Batch normalisation layers: BatchNorm2D over (C, H, W) inputs, BatchNorm1D over (C,) or (C, L).
+
+PyTorch's semantics and names: parameters `weight` (ones) and `bias` (zeros) of shape (C,),
+buffers `running_mean` (zeros) and `running_var` (ones) saved in the state dict; in training the
+batch mean and biased variance normalise, and the running statistics are updated with momentum
+(0.1) using the unbiased variance; in evaluation the running statistics normalise.
+
+Differences from torch.nn.BatchNorm*d, all deliberate:
+- affine and track_running_stats are always on; momentum must be a number (no momentum=None
+  cumulative average), so there is no `num_batches_tracked` buffer.
+- A training batch with only one value per channel (batch 1 for BatchNorm1D on (C,) inputs, or
+  batch 1 of a 1x1 image for BatchNorm2D) raises ShapeError, as PyTorch raises ValueError
+  ("Expected more than 1 value per channel when training"); it is raised before any kernel runs.
+  A dataset whose last batch holds a single sample needs drop_last or another batch size.
+- backward() assumes the last forward() on this slot was a training forward of the same batch:
+  it uses the batch mean and inverse std that forward saved.
+
+The kernels see every input as (N, C, L): the layer passes reshaped views (no copies).
+"""
+
+import numpy as np
+
+from fastnet.errors import ShapeError
+from fastnet.layers.base import Layer
+
+
+def _view3(a, n, c, length):
+    """a as an (n, c, length) view; raises instead of silently copying a non-contiguous array."""
+    v = a.view()
+    v.shape = (n, c, length)
+    return v
+
+
+class _BatchNorm(Layer):
+    def __init__(self, eps=1e-5, momentum=0.1, name=None):
+        super().__init__(name)
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
+            raise ShapeError(f"{name or type(self).__name__}: eps must be a positive number, got {eps!r}")
+        if (not isinstance(momentum, (int, float)) or isinstance(momentum, bool)
+                or not 0.0 <= momentum <= 1.0):
+            raise ShapeError(
+                f"{name or type(self).__name__}: momentum must be a number in [0, 1], got {momentum!r}")
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+
+    def _channels(self, input_shapes):
+        return self.output_shape(input_shapes)[0]
+
+    def param_shapes(self, input_shapes):
+        c = self._channels(input_shapes)
+        return {"weight": (c,), "bias": (c,)}
+
+    def buffer_shapes(self, input_shapes):
+        c = self._channels(input_shapes)
+        return {"running_mean": (c,), "running_var": (c,)}
+
+    def workspace_shapes(self, input_shapes):
+        # Per-channel scratch, not per-sample: the saved batch mean (row 0) and inverse std (row 1).
+        # Workspaces are declared per sample, so this is a (batch, 2, C) array of which only
+        # sample 0 is used: slot.workspace["stats"][0] is the (2, C) block.
+        return {"stats": (2, self._channels(input_shapes))}
+
+    def init_params(self, params, buffers, input_shapes, rng):
+        params["weight"][...] = 1
+        params["bias"][...] = 0
+        buffers["running_mean"][...] = 0
+        buffers["running_var"][...] = 1
+
+    def _as3d(self, a):
+        """Batched array (n, C, ...) -> (n, C, L) view."""
+        n, c = a.shape[0], a.shape[1]
+        length = 1
+        for s in a.shape[2:]:
+            length *= s
+        return _view3(a, n, c, length)
+
+    def forward(self, k, slot, xs, y, train):
+        x3 = self._as3d(xs[0])
+        y3 = self._as3d(y)
+        p, b = slot.params, slot.buffers
+        if train:
+            n, _, length = x3.shape
+            if n * length <= 1:
+                raise ShapeError(
+                    f"{self.describe()}: expected more than 1 value per channel when training, "
+                    f"got input of shape {tuple(xs[0].shape)} (batch {n}); use a batch of at "
+                    f"least 2 (e.g. drop a last batch of one sample) or evaluate with train=False")
+            stats = slot.workspace["stats"][0]
+            k.batchnorm_forward_train(x3, p["weight"], p["bias"], self.eps, self.momentum, y3,
+                                      stats[0], stats[1], b["running_mean"], b["running_var"])
+        else:
+            k.batchnorm_forward_eval(x3, p["weight"], p["bias"], b["running_mean"],
+                                     b["running_var"], self.eps, y3)
+
+    def backward(self, k, slot, xs, y, dy, dxs):
+        x3 = self._as3d(xs[0])
+        dy3 = self._as3d(dy)
+        stats = slot.workspace["stats"][0]
+        g = slot.grads
+        if dxs[0] is None:
+            k.batchnorm_backward_params(x3, dy3, stats[0], stats[1], g["weight"], g["bias"])
+        else:
+            k.batchnorm_backward(x3, dy3, slot.params["weight"], stats[0], stats[1],
+                                 self._as3d(dxs[0]), g["weight"], g["bias"])
+
+    def __repr__(self):
+        extra = f", name={self.name!r}" if self.name else ""
+        return f"{self.type_name}(eps={self.eps}, momentum={self.momentum}{extra})"
+
+
+class BatchNorm2D(_BatchNorm):
+    """Batch norm over (C, H, W) inputs: statistics per channel over the batch and the plane."""
+
+    def output_shape(self, input_shapes):
+        if len(input_shapes) != 1:
+            raise ShapeError(f"{self.describe()}: expected 1 input, got {len(input_shapes)}")
+        shape = tuple(input_shapes[0])
+        if len(shape) != 3:
+            raise ShapeError(
+                f"{self.describe()}: expected a (channels, height, width) input per sample, "
+                f"got shape {shape}; use BatchNorm1D for (features,) inputs")
+        return shape
+
+
+class BatchNorm1D(_BatchNorm):
+    """Batch norm over (C,) inputs (statistics over the batch) or (C, L) (over batch and length)."""
+
+    def output_shape(self, input_shapes):
+        if len(input_shapes) != 1:
+            raise ShapeError(f"{self.describe()}: expected 1 input, got {len(input_shapes)}")
+        shape = tuple(input_shapes[0])
+        if len(shape) not in (1, 2):
+            raise ShapeError(
+                f"{self.describe()}: expected a (features,) or (channels, length) input per "
+                f"sample, got shape {shape}; use BatchNorm2D for images")
+        return shape

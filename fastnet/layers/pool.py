@@ -1,0 +1,126 @@
+"""Pooling layers over NCHW images: MaxPool2D, AvgPool2D, GlobalAvgPool2D (PyTorch semantics).
+
+MaxPool2D / AvgPool2D take kernel_size, stride (default: kernel_size) and padding as an int or an
+(h, w) pair, with ceil_mode=False and dilation 1. As in PyTorch, padding may be at most half the
+kernel (2 * padding <= kernel_size per axis), and the padded image must hold at least one window;
+anything else is a ShapeError naming the layer. Max pooling treats padding as -inf; average
+pooling counts padding in the divisor (count_include_pad=True).
+
+GlobalAvgPool2D maps (C, H, W) to (C,) (Keras' GlobalAveragePooling2D; the same numbers as
+PyTorch's adaptive_avg_pool2d(x, 1) followed by a flatten).
+"""
+
+import numpy as np
+
+from fastnet.errors import ShapeError
+from fastnet.layers.base import Layer, WorkspaceSpec
+
+
+def _pair(value, what, layer_name, minimum):
+    """An int or a pair of ints -> (h, w), each >= minimum."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        pair = (int(value), int(value))
+    elif (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise ShapeError(f"{layer_name}: {what} must be an int or a pair of ints, got {value!r}")
+    if pair[0] < minimum or pair[1] < minimum:
+        raise ShapeError(f"{layer_name}: {what} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+class _Pool2D(Layer):
+    def __init__(self, kernel_size, stride=None, padding=0, name=None):
+        super().__init__(name)
+        label = name or type(self).__name__
+        self.kernel_size = _pair(kernel_size, "kernel_size", label, 1)
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", label, 1)
+        self.padding = _pair(padding, "padding", label, 0)
+        kh, kw = self.kernel_size
+        ph, pw = self.padding
+        if 2 * ph > kh or 2 * pw > kw:
+            raise ShapeError(
+                f"{label}: padding must be at most half the kernel size, got padding="
+                f"{self.padding} for kernel_size={self.kernel_size}")
+
+    def output_shape(self, input_shapes):
+        if len(input_shapes) != 1:
+            raise ShapeError(f"{self.describe()}: expected 1 input, got {len(input_shapes)}")
+        shape = tuple(input_shapes[0])
+        if len(shape) != 3:
+            raise ShapeError(
+                f"{self.describe()}: expected a (channels, height, width) input per sample, "
+                f"got shape {shape}")
+        C, H, W = shape
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        ph, pw = self.padding
+        if H + 2 * ph < kh or W + 2 * pw < kw:
+            raise ShapeError(
+                f"{self.describe()}: a {kh}x{kw} window does not fit the input {H}x{W} "
+                f"with padding {self.padding}")
+        return (C, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
+
+    def _args(self):
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        ph, pw = self.padding
+        return kh, kw, sh, sw, ph, pw
+
+    def __repr__(self):
+        extra = f", name={self.name!r}" if self.name else ""
+        return (f"{self.type_name}(kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}{extra})")
+
+
+class MaxPool2D(_Pool2D):
+    """Max pooling; the index of each chosen pixel is kept in the workspace "argmax" for backward."""
+
+    def workspace_shapes(self, input_shapes):
+        # int32: a flat index within one (H, W) plane; half the memory traffic of int64.
+        return {"argmax": WorkspaceSpec(self.output_shape(input_shapes), np.int32)}
+
+    def forward(self, k, slot, xs, y, train):
+        argmax = slot.work("argmax", y.shape[0])
+        k.maxpool2d_forward(xs[0], y, argmax, *self._args())
+
+    def backward(self, k, slot, xs, y, dy, dxs):
+        if dxs[0] is None:
+            return
+        argmax = slot.work("argmax", dy.shape[0])
+        k.maxpool2d_backward(dy, argmax, dxs[0])
+
+
+class AvgPool2D(_Pool2D):
+    """Average pooling with count_include_pad=True: every window is divided by kh * kw."""
+
+    def forward(self, k, slot, xs, y, train):
+        k.avgpool2d_forward(xs[0], y, *self._args())
+
+    def backward(self, k, slot, xs, y, dy, dxs):
+        if dxs[0] is None:
+            return
+        k.avgpool2d_backward(dy, dxs[0], *self._args())
+
+
+class GlobalAvgPool2D(Layer):
+    """(C, H, W) -> (C,): the mean of each channel's plane."""
+
+    def output_shape(self, input_shapes):
+        if len(input_shapes) != 1:
+            raise ShapeError(f"{self.describe()}: expected 1 input, got {len(input_shapes)}")
+        shape = tuple(input_shapes[0])
+        if len(shape) != 3:
+            raise ShapeError(
+                f"{self.describe()}: expected a (channels, height, width) input per sample, "
+                f"got shape {shape}")
+        return (shape[0],)
+
+    def forward(self, k, slot, xs, y, train):
+        k.global_avgpool2d_forward(xs[0], y)
+
+    def backward(self, k, slot, xs, y, dy, dxs):
+        if dxs[0] is None:
+            return
+        k.global_avgpool2d_backward(dy, dxs[0])
