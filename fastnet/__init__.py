@@ -9,12 +9,16 @@ a static graph compiled once, a minibatch trainer.
 
 import sys
 
+from . import threads
+
+threads.set_default_environment()  # before Numba or BLAS load: see threads.py
+
 __version__ = "0.1.0"
 
 from . import data, losses, models
 from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError
 from .graph import Sequential
-from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer,
+from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer,
                      LeakyReLU, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh)
 from .model import History, Model
 from .optim import SGD, Adam, AdamW

@@ -2,6 +2,7 @@
 
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .base import Layer, Slot, WorkspaceSpec
+from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .norm import BatchNorm1D, BatchNorm2D

@@ -30,6 +30,22 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from ..errors import ShapeError
+
+
+def int_pair(value, what, layer_name, minimum):
+    """An int or a pair of ints -> (h, w), each >= minimum."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        pair = (int(value), int(value))
+    elif (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise ShapeError(f"{layer_name}: {what} must be an int or a pair of ints, got {value!r}")
+    if pair[0] < minimum or pair[1] < minimum:
+        raise ShapeError(f"{layer_name}: {what} must be >= {minimum}, got {value!r}")
+    return pair
+
 
 class WorkspaceSpec:
     """A workspace of a dtype other than the model's (e.g. integer argmax indices)."""

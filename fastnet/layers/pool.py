@@ -13,30 +13,16 @@ PyTorch's adaptive_avg_pool2d(x, 1) followed by a flatten).
 import numpy as np
 
 from fastnet.errors import ShapeError
-from fastnet.layers.base import Layer, WorkspaceSpec
-
-
-def _pair(value, what, layer_name, minimum):
-    """An int or a pair of ints -> (h, w), each >= minimum."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    elif (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise ShapeError(f"{layer_name}: {what} must be an int or a pair of ints, got {value!r}")
-    if pair[0] < minimum or pair[1] < minimum:
-        raise ShapeError(f"{layer_name}: {what} must be >= {minimum}, got {value!r}")
-    return pair
+from fastnet.layers.base import Layer, WorkspaceSpec, int_pair
 
 
 class _Pool2D(Layer):
     def __init__(self, kernel_size, stride=None, padding=0, name=None):
         super().__init__(name)
         label = name or type(self).__name__
-        self.kernel_size = _pair(kernel_size, "kernel_size", label, 1)
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", label, 1)
-        self.padding = _pair(padding, "padding", label, 0)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", label, 1)
+        self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", label, 1)
+        self.padding = int_pair(padding, "padding", label, 0)
         kh, kw = self.kernel_size
         ph, pw = self.padding
         if 2 * ph > kh or 2 * pw > kw:

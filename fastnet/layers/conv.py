@@ -1,0 +1,93 @@
+"""2-D convolution, torch.nn.Conv2d's layout, semantics and initialisation (no dilation, no groups).
+
+The kernels (fastnet/kernels/cpu/conv.py) lower the convolution to one GEMM over the whole batch:
+im2col writes the columns in the order the GEMM reads them, and the bias is added in the pass
+that lays the GEMM's (pixel, channel) result out as NCHW. The columns stay in the workspace for
+the weight gradient, and are then overwritten by their own gradient for col2im.
+"""
+
+import math
+
+from ..errors import ShapeError
+from .base import Layer, int_pair
+
+
+class Conv2D(Layer):
+    """y[n, o] = b[o] + sum_c w[o, c] (*) x[n, c], with w of shape (out_channels, in_channels, kh, kw)."""
+
+    def __init__(self, out_channels, kernel_size, stride=1, padding=0, bias=True, name=None):
+        super().__init__(name)
+        label = name or "Conv2D"
+        if isinstance(out_channels, bool) or int(out_channels) != out_channels or out_channels < 1:
+            raise ShapeError(f"{label}: out_channels must be a positive integer, got {out_channels!r}")
+        self.out_channels = int(out_channels)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", label, 1)
+        self.stride = int_pair(stride, "stride", label, 1)
+        self.padding = int_pair(padding, "padding", label, 0)
+        self.bias = bool(bias)
+
+    def output_shape(self, input_shapes):
+        if len(input_shapes) != 1:
+            raise ShapeError(f"{self.describe()}: expected 1 input, got {len(input_shapes)}")
+        shape = tuple(input_shapes[0])
+        if len(shape) != 3:
+            raise ShapeError(f"{self.describe()}: expected a (channels, height, width) input per "
+                             f"sample, got shape {shape}")
+        _, H, W = shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        if H + 2 * ph < kh or W + 2 * pw < kw:
+            raise ShapeError(f"{self.describe()}: a {kh}x{kw} kernel does not fit the input "
+                             f"{H}x{W} with padding {self.padding}")
+        return (self.out_channels, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
+
+    def param_shapes(self, input_shapes):
+        in_channels = input_shapes[0][0]
+        shapes = {"weight": (self.out_channels, in_channels, *self.kernel_size)}
+        if self.bias:
+            shapes["bias"] = (self.out_channels,)
+        return shapes
+
+    def workspace_shapes(self, input_shapes):
+        C = input_shapes[0][0]
+        _, OH, OW = self.output_shape(input_shapes)
+        kh, kw = self.kernel_size
+        # cols: the im2col matrix, one row per output pixel (later its own gradient);
+        # mat: the GEMM's (pixel, out-channel) product, later dy in that order.
+        return {"cols": (OH * OW, C * kh * kw), "mat": (OH * OW, self.out_channels)}
+
+    def init_params(self, params, buffers, input_shapes, rng):
+        # PyTorch's default: kaiming_uniform_(a=sqrt(5)) gives bound 1/sqrt(fan_in), bias the same.
+        C = input_shapes[0][0]
+        bound = 1.0 / math.sqrt(C * self.kernel_size[0] * self.kernel_size[1])
+        params["weight"][...] = rng.uniform(-bound, bound, params["weight"].shape)
+        if self.bias:
+            params["bias"][...] = rng.uniform(-bound, bound, params["bias"].shape)
+
+    def _geometry(self):
+        return (*self.stride, *self.padding)
+
+    def forward(self, k, slot, xs, y, train):
+        n = y.shape[0]
+        cols, mat = slot.work("cols", n), slot.work("mat", n)
+        if self.bias:
+            k.conv2d_forward(xs[0], slot.params["weight"], slot.params["bias"], cols, mat, y,
+                             *self._geometry())
+        else:
+            k.conv2d_forward_nobias(xs[0], slot.params["weight"], cols, mat, y, *self._geometry())
+
+    def backward(self, k, slot, xs, y, dy, dxs):
+        n = dy.shape[0]
+        cols, mat = slot.work("cols", n), slot.work("mat", n)
+        if self.bias:
+            k.conv2d_backward_params(cols, dy, mat, slot.grads["weight"], slot.grads["bias"])
+        else:
+            k.conv2d_backward_params_nobias(cols, dy, mat, slot.grads["weight"])
+        if dxs[0] is not None:
+            # The columns have been read for the last time: they become their own gradient.
+            k.conv2d_backward_input(mat, slot.params["weight"], cols, dxs[0], *self._geometry())
+
+    def __repr__(self):
+        extra = "" if self.bias else ", bias=False"
+        extra += f", name={self.name!r}" if self.name else ""
+        return (f"Conv2D({self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}{extra})")
