@@ -1,0 +1,50 @@
+"""End to end on real Fashion-MNIST: the zoo networks reach their accuracy targets in 2 epochs.
+
+The data comes from Debian's dataset-fashion-mnist package (.ci/run installs it). Without it the
+tests skip, except where FASTNET_REQUIRE_DATA=1 (CI), where a missing data set is a failure.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import fastnet as fn
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    try:
+        (x_train, y_train), (x_test, y_test) = fn.datasets.load("fashion-mnist")
+    except fn.DataError as err:
+        if os.environ.get("FASTNET_REQUIRE_DATA") == "1":
+            raise
+        pytest.skip(f"Fashion-MNIST is not installed: {err}")
+    mean, std = x_train.mean(), x_train.std()
+    return (x_train - mean) / std, y_train, (x_test - mean) / std, y_test
+
+
+def test_the_data_is_the_real_fashion_mnist(fashion):
+    x_train, y_train, x_test, y_test = fashion
+    assert x_train.shape == (60000, 1, 28, 28) and x_test.shape == (10000, 1, 28, 28)
+    np.testing.assert_array_equal(np.bincount(y_train), np.full(10, 6000))
+    np.testing.assert_array_equal(np.bincount(y_test), np.full(10, 1000))
+
+
+def test_mlp_reaches_85_percent_in_two_epochs(fashion):
+    x_train, y_train, x_test, y_test = fashion
+    model = fn.models.mlp().compile((1, 28, 28), 64, optimizer=fn.Adam(lr=1e-3), seed=0)
+    history = model.fit(x_train, y_train, epochs=2, verbose=0)
+    assert history["loss"][1] < history["loss"][0]
+    accuracy = model.evaluate(x_test, y_test)["accuracy"]
+    assert accuracy >= 0.85, f"MLP test accuracy {accuracy:.4f} after 2 epochs"
+
+
+def test_cnn_reaches_90_percent_in_two_epochs(fashion):
+    x_train, y_train, x_test, y_test = fashion
+    model = fn.models.cnn().compile((1, 28, 28), 64, optimizer=fn.Adam(lr=1e-3), seed=0)
+    model.fit(x_train, y_train, epochs=2, verbose=0)
+    accuracy = model.evaluate(x_test, y_test)["accuracy"]
+    assert accuracy >= 0.90, f"cnn test accuracy {accuracy:.4f} after 2 epochs"
