@@ -9,13 +9,9 @@ a static graph compiled once, a minibatch trainer.
 
 import sys
 
-from . import threads
-
-threads.set_default_environment()  # before Numba or BLAS load: see threads.py
-
 __version__ = "0.1.0"
 
-from . import data, losses, models
+from . import data, losses, models, threads
 from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError
 from .graph import Sequential
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer,
@@ -27,3 +23,5 @@ from .data import datasets  # noqa: E402
 
 # `fastnet.datasets` is fastnet/data/datasets.py; registered so `import fastnet.datasets` works too.
 sys.modules[__name__ + ".datasets"] = datasets
+
+threads.use_single_threaded_blas()  # one pool of threads, Numba's: see threads.py

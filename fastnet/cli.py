@@ -30,7 +30,7 @@ def info():
         ("cpu cores", str(os.cpu_count())),
         ("numba threads", f"{numba.get_num_threads()} (NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS})"),
         ("threading layer", numba.threading_layer()),
-        ("thread waiting", fastnet.threads.describe()),
+        ("blas threads", fastnet.threads.describe()),
         ("numba cache dir", numba.config.CACHE_DIR or "__pycache__ beside each kernel module"),
         ("blas", _blas()),
         ("cuda", _cuda()),

@@ -1,30 +1,43 @@
-"""How fastnet's two thread pools share the cores: set before Numba's and BLAS's libraries load.
+"""One pool of threads: Numba's. The BLAS that Numba calls (SciPy's OpenBLAS) runs single-threaded.
 
-A training step alternates between Numba's parallel loops (OpenMP threads) and BLAS GEMMs
-(OpenBLAS's own threads). Both pools busy-wait after their work by default, so each spins on
-the cores the other needs next: on a 2-core machine the `cnn` step ran 3x slower that way
-than with either pool limited to one thread. Passive OpenMP waiting and a short OpenBLAS spin
-(2^4 cycles before sleeping) let them hand the cores over; measured on `cnn` at batch 64 this
-is faster than any single-pool setting (see the issue notes and bench/).
-
-Only defaults: a variable the user has set is left alone. They take effect only if this runs
-before scipy.linalg (OpenBLAS) and Numba's OpenMP layer are loaded, hence the import at the very
-top of fastnet/__init__.py.
+A training step alternates between Numba's parallel loops and BLAS products. With both pools
+multi-threaded, each busy-waits after its work on the cores the other needs next: on a 2-core
+machine the `cnn` step ran 3x slower than with one pool, and how much slower depended on which
+library loaded OpenMP first (importing torch before fastnet made it far worse). So fastnet limits
+SciPy's OpenBLAS to one thread and splits the large products over Numba's threads itself
+(kernels/cpu/gemm.py). NumPy's own BLAS, which fastnet does not use, is left alone.
 """
 
 import os
 
-DEFAULTS = {
-    "OMP_WAIT_POLICY": "PASSIVE",
-    "OPENBLAS_THREAD_TIMEOUT": "4",
-}
+_limited = []
 
 
-def set_default_environment():
-    for name, value in DEFAULTS.items():
-        os.environ.setdefault(name, value)
+def use_single_threaded_blas():
+    """Limit the OpenBLAS behind scipy.linalg.cython_blas (what Numba's np.dot calls) to 1 thread."""
+    if _limited:
+        return
+    import scipy
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the library, so threadpoolctl sees it)
+    from threadpoolctl import ThreadpoolController
+
+    scipy_dir = os.path.dirname(os.path.dirname(scipy.__file__))
+    controller = ThreadpoolController()
+    for lib in controller.lib_controllers:
+        if lib.user_api == "blas" and _is_scipys(lib.filepath, scipy_dir):
+            lib.set_num_threads(1)
+            _limited.append(lib)
+
+
+def _is_scipys(path, site):
+    # scipy's wheels put the library in site-packages/scipy.libs (or scipy/.libs on some builds).
+    path = os.path.realpath(path)
+    return (path.startswith(os.path.join(site, "scipy.libs"))
+            or path.startswith(os.path.join(site, "scipy") + os.sep))
 
 
 def describe():
-    """The settings in force, for `fastnet info`."""
-    return ", ".join(f"{name}={os.environ.get(name, '(unset)')}" for name in DEFAULTS)
+    """The BLAS libraries fastnet limited, for `fastnet info`."""
+    if not _limited:
+        return "not limited (SciPy's BLAS was not found by threadpoolctl)"
+    return "; ".join(f"{os.path.basename(lib.filepath)} -> {lib.num_threads} thread" for lib in _limited)

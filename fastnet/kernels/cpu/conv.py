@@ -41,6 +41,8 @@ own threads between the Numba loops, never at the same time.
 import numpy as np
 from numba import njit, prange
 
+from .gemm import matmul_rows
+
 
 def conv2d_output_hw(H, W, KH, KW, sh, sw, ph, pw):
     """(OH, OW), or a non-positive size where the kernel does not fit the padded image."""
@@ -192,7 +194,7 @@ def conv2d_forward(x, w, b, cols, mat, y, sh, sw, ph, pw):
     K = cols.shape[2]
     conv2d_im2col(x, cols, KH, KW, sh, sw, ph, pw)
     # (N*P, K) @ (K, O): w.reshape(O, K).T is an F-ordered view, read by BLAS as transposed.
-    np.dot(cols.reshape(N * P, K), w.reshape(O, K).T, mat.reshape(N * P, O))
+    matmul_rows(cols.reshape(N * P, K), w.reshape(O, K).T, mat.reshape(N * P, O))
     _mat_to_nchw_bias(mat, b, y)
 
 
@@ -204,7 +206,7 @@ def conv2d_forward_nobias(x, w, cols, mat, y, sh, sw, ph, pw):
     P = cols.shape[1]
     K = cols.shape[2]
     conv2d_im2col(x, cols, KH, KW, sh, sw, ph, pw)
-    np.dot(cols.reshape(N * P, K), w.reshape(O, K).T, mat.reshape(N * P, O))
+    matmul_rows(cols.reshape(N * P, K), w.reshape(O, K).T, mat.reshape(N * P, O))
     _mat_to_nchw(mat, y)
 
 
@@ -248,5 +250,5 @@ def conv2d_backward_input(mat, w, dcols, dx, sh, sw, ph, pw):
     P = mat.shape[1]
     K = dcols.shape[2]
     # (N*P, O) @ (O, K)
-    np.dot(mat.reshape(N * P, O), w.reshape(O, K), dcols.reshape(N * P, K))
+    matmul_rows(mat.reshape(N * P, O), w.reshape(O, K), dcols.reshape(N * P, K))
     conv2d_col2im(dcols, dx, KH, KW, sh, sw, ph, pw)

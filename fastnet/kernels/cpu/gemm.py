@@ -1,0 +1,33 @@
+"""Matrix products spread over Numba's threads, each block one single-threaded BLAS call.
+
+fastnet keeps one pool of threads, Numba's: BLAS runs single-threaded (fastnet/threads.py), and a
+large product is cut into blocks of rows that Numba's threads compute side by side. Two pools
+taking turns on the same cores (Numba's parallel loops, then BLAS's own threads) made each spin
+on the cores the other needed next.
+"""
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+MIN_ROWS = 16   # rows per block; fewer and the per-call overhead outweighs the second core
+# One block per thread. A constant, not numba.get_num_threads(): that call would keep every caller
+# out of Numba's cache. With fewer threads at run time (numba.set_num_threads) a thread does
+# several blocks, which is correct, just a little slower.
+BLOCKS = numba.config.NUMBA_NUM_THREADS
+
+
+@njit(cache=True)
+def _matmul(a, b, c):
+    np.dot(a, b, c)
+
+
+@njit(cache=True, parallel=True)
+def matmul_rows(a, b, c):
+    """c = a @ b, rows of a and c cut into one block per thread (a and c C-contiguous)."""
+    rows = a.shape[0]
+    blocks = max(1, min(BLOCKS, rows // MIN_ROWS))
+    for t in prange(blocks):
+        r0 = rows * t // blocks
+        r1 = rows * (t + 1) // blocks
+        _matmul(a[r0:r1], b, c[r0:r1])
