@@ -92,8 +92,7 @@ class Plan:
             buffers = {short: np.zeros(shape, dtype)
                        for short, shape in node.layer.buffer_shapes(in_shapes).items()}
             self.buffer_names += [(f"{prefix}.{short}", index, short) for short in buffers]
-            workspace = {name: (np.zeros((batch, *spec.shape), spec.dtype) if isinstance(spec, WorkspaceSpec)
-                                else np.zeros((batch, *spec), dtype))
+            workspace = {name: _allocate_workspace(spec, batch, dtype)
                          for name, spec in node.layer.workspace_shapes(in_shapes).items()}
             seed = int(rng.integers(2**62))
             self.slots.append(Slot(node.layer, index, prefix, params, grads, buffers, workspace, seed))
@@ -136,6 +135,13 @@ class Plan:
         for slot in self.slots:
             slot.step = step
             slot.row_offset = row_offset
+
+
+def _allocate_workspace(spec, batch, dtype):
+    if not isinstance(spec, WorkspaceSpec):
+        spec = WorkspaceSpec(spec)
+    shape = (batch, *spec.shape) if spec.per_sample else spec.shape
+    return np.zeros(shape, spec.dtype or dtype)
 
 
 class Sequential:

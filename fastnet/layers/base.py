@@ -13,8 +13,8 @@ compiled batch size (a smaller last batch gets views of the same buffers).
 - `param_shapes(input_shapes)` -> {short name: shape} of trainable parameters, in PyTorch's layout.
 - `buffer_shapes(input_shapes)` -> {short name: shape} of non-trainable state saved in state_dict
   (BatchNorm's running statistics).
-- `workspace_shapes(input_shapes)` -> {name: per-sample shape, or WorkspaceSpec(shape, dtype) for a
-  dtype other than the model's} of scratch arrays the kernels need; each is allocated as
+- `workspace_shapes(input_shapes)` -> {name: per-sample shape, or a WorkspaceSpec for another dtype
+  or no batch axis} of scratch arrays the kernels need; a per-sample one is allocated as
   (batch, *shape) and handed over sliced to the current batch (slot.work(name, n)).
 - `init_params(params, buffers, input_shapes, rng)` fills parameters and buffers in place.
 - `forward(k, slot, xs, y, train)` writes y from the inputs xs (a list, one array per input).
@@ -48,11 +48,14 @@ def int_pair(value, what, layer_name, minimum):
 
 
 class WorkspaceSpec:
-    """A workspace of a dtype other than the model's (e.g. integer argmax indices)."""
+    """A workspace of a dtype other than the model's (e.g. integer argmax indices; None: the
+    model's), or one with no batch axis (per_sample=False: allocated as `shape` exactly, used whole,
+    e.g. per-thread partial sums)."""
 
-    def __init__(self, shape, dtype):
+    def __init__(self, shape, dtype=None, per_sample=True):
         self.shape = tuple(shape)
-        self.dtype = np.dtype(dtype)
+        self.dtype = None if dtype is None else np.dtype(dtype)
+        self.per_sample = per_sample
 
 
 class Slot:

@@ -9,7 +9,8 @@ the weight gradient, and are then overwritten by their own gradient for col2im.
 import math
 
 from ..errors import ShapeError
-from .base import Layer, int_pair
+from ..kernels.cpu.gemm import partial_sums_shape
+from .base import Layer, WorkspaceSpec, int_pair
 
 
 class Conv2D(Layer):
@@ -53,7 +54,10 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         # cols: the im2col matrix, one row per output pixel (later its own gradient);
         # mat: the GEMM's (pixel, out-channel) product, later dy in that order.
-        return {"cols": (OH * OW, C * kh * kw), "mat": (OH * OW, self.out_channels)}
+        # partial: per-thread partial sums of the weight gradient (a sum over every pixel).
+        return {"cols": (OH * OW, C * kh * kw), "mat": (OH * OW, self.out_channels),
+                "partial": WorkspaceSpec(partial_sums_shape((self.out_channels, C * kh * kw)),
+                                         per_sample=False)}
 
     def init_params(self, params, buffers, input_shapes, rng):
         # PyTorch's default: kaiming_uniform_(a=sqrt(5)) gives bound 1/sqrt(fan_in), bias the same.
@@ -79,9 +83,10 @@ class Conv2D(Layer):
         n = dy.shape[0]
         cols, mat = slot.work("cols", n), slot.work("mat", n)
         if self.bias:
-            k.conv2d_backward_params(cols, dy, mat, slot.grads["weight"], slot.grads["bias"])
+            k.conv2d_backward_params(cols, dy, mat, slot.grads["weight"], slot.grads["bias"],
+                                     slot.workspace["partial"])
         else:
-            k.conv2d_backward_params_nobias(cols, dy, mat, slot.grads["weight"])
+            k.conv2d_backward_params_nobias(cols, dy, mat, slot.grads["weight"], slot.workspace["partial"])
         if dxs[0] is not None:
             # The columns have been read for the last time: they become their own gradient.
             k.conv2d_backward_input(mat, slot.params["weight"], cols, dxs[0], *self._geometry())

@@ -3,7 +3,8 @@
 import math
 
 from ..errors import ShapeError
-from .base import Layer
+from ..kernels.cpu.gemm import partial_sums_shape
+from .base import Layer, WorkspaceSpec
 
 
 class Dense(Layer):
@@ -30,6 +31,12 @@ class Dense(Layer):
             shapes["bias"] = (self.out_features,)
         return shapes
 
+    def workspace_shapes(self, input_shapes):
+        # per-thread partial sums of the weight gradient (a sum over the batch)
+        (in_features,) = input_shapes[0]
+        return {"partial": WorkspaceSpec(partial_sums_shape((self.out_features, in_features)),
+                                         per_sample=False)}
+
     def init_params(self, params, buffers, input_shapes, rng):
         # PyTorch's default: kaiming_uniform_(a=sqrt(5)) gives bound 1/sqrt(fan_in), bias the same.
         bound = 1.0 / math.sqrt(input_shapes[0][0])
@@ -44,7 +51,7 @@ class Dense(Layer):
             k.dense_forward_nobias(xs[0], slot.params["weight"], y)
 
     def backward(self, k, slot, xs, y, dy, dxs):
-        k.dense_backward_weight(xs[0], dy, slot.grads["weight"])
+        k.dense_backward_weight(xs[0], dy, slot.grads["weight"], slot.workspace["partial"])
         if self.bias:
             k.bias_backward(dy, slot.grads["bias"])
         if dxs[0] is not None:

@@ -41,7 +41,7 @@ own threads between the Numba loops, never at the same time.
 import numpy as np
 from numba import njit, prange
 
-from .gemm import matmul_rows
+from .gemm import matmul_rows, matmul_tn
 
 
 def conv2d_output_hw(H, W, KH, KW, sh, sw, ph, pw):
@@ -211,7 +211,7 @@ def conv2d_forward_nobias(x, w, cols, mat, y, sh, sw, ph, pw):
 
 
 @njit(cache=True)
-def conv2d_backward_params(cols, dy, mat, dw, db):
+def conv2d_backward_params(cols, dy, mat, dw, db, partial):
     """dw[o, c, kh, kw] = sum_{n, p} dy[n, o, p] cols[n, p, (c*KH + kh)*KW + kw];
     db[o] = sum_{n, p} dy[n, o, p].  Both written, not accumulated.
 
@@ -223,18 +223,18 @@ def conv2d_backward_params(cols, dy, mat, dw, db):
     K = cols.shape[2]
     _nchw_to_mat(dy, mat)
     _bias_grad(dy, db)
-    # (O, N*P) @ (N*P, K): mat.reshape(N*P, O).T is an F-ordered view.
-    np.dot(mat.reshape(N * P, O).T, cols.reshape(N * P, K), dw.reshape(O, K))
+    # (O, N*P) @ (N*P, K), summed over blocks of rows by the threads (partial: their sums).
+    matmul_tn(mat.reshape(N * P, O), cols.reshape(N * P, K), dw.reshape(O, K), partial)
 
 
 @njit(cache=True)
-def conv2d_backward_params_nobias(cols, dy, mat, dw):
+def conv2d_backward_params_nobias(cols, dy, mat, dw, partial):
     """conv2d_backward_params for a convolution without a bias: writes mat and dw."""
     N, O, OH, OW = dy.shape
     P = OH * OW
     K = cols.shape[2]
     _nchw_to_mat(dy, mat)
-    np.dot(mat.reshape(N * P, O).T, cols.reshape(N * P, K), dw.reshape(O, K))
+    matmul_tn(mat.reshape(N * P, O), cols.reshape(N * P, K), dw.reshape(O, K), partial)
 
 
 @njit(cache=True)

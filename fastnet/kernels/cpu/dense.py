@@ -2,13 +2,14 @@
 
 The matrix products go through BLAS (np.dot with an `out` argument: no allocation, and
 the transposed operands are F-ordered views, so BLAS reads them without copies); the two whose
-rows are independent are split over the threads by matmul_rows.
+rows are independent are split over the threads by matmul_rows, the weight gradient (a sum
+over the batch) by matmul_tn.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from .gemm import matmul_rows
+from .gemm import matmul_rows, matmul_tn
 
 
 @njit(cache=True, parallel=True)
@@ -32,9 +33,9 @@ def dense_backward_input(dy, w, dx):
 
 
 @njit(cache=True)
-def dense_backward_weight(x, dy, dw):
-    """dw[o, i] = sum_n dy[n, o] x[n, i]."""
-    np.dot(dy.T, x, dw)
+def dense_backward_weight(x, dy, dw, partial):
+    """dw[o, i] = sum_n dy[n, o] x[n, i]; partial: per-thread sums (gemm.partial_sums_shape)."""
+    matmul_tn(dy, x, dw, partial)
 
 
 @njit(cache=True, parallel=True)

@@ -31,3 +31,28 @@ def matmul_rows(a, b, c):
         r0 = rows * t // blocks
         r1 = rows * (t + 1) // blocks
         _matmul(a[r0:r1], b, c[r0:r1])
+
+
+def partial_sums_shape(out_shape):
+    """Shape of the `partial` workspace matmul_tn needs for an output of out_shape."""
+    return (BLOCKS - 1, *out_shape)
+
+
+@njit(cache=True, parallel=True)
+def matmul_tn(a, b, c, partial):
+    """c = a.T @ b, a sum over the rows of a and b, cut into one block per thread: block 0 writes c,
+    block t writes partial[t - 1] (shape (BLOCKS - 1, *c.shape)); then c += the partials."""
+    rows = a.shape[0]
+    blocks = max(1, min(partial.shape[0] + 1, rows // MIN_ROWS))
+    for t in prange(blocks):
+        r0 = rows * t // blocks
+        r1 = rows * (t + 1) // blocks
+        if t == 0:
+            _matmul(a[r0:r1].T, b[r0:r1], c)
+        else:
+            _matmul(a[r0:r1].T, b[r0:r1], partial[t - 1])
+    if blocks > 1:
+        for i in prange(c.shape[0]):
+            for t in range(blocks - 1):
+                for j in range(c.shape[1]):
+                    c[i, j] += partial[t, i, j]
