@@ -1,0 +1,105 @@
+"""pytest-benchmark micro-benchmarks of the hot CPU kernels at the shapes of cnn() and lenet5().
+
+Not part of the default test run (testpaths is tests/, and addopts skips benchmarks). Run:
+
+    python -m pytest bench/test_kernel_speed.py -o addopts="" --benchmark-columns=median,iqr,ops
+
+Batch 64, float32, Numba's default threads. Each case runs the kernel on buffers allocated here,
+as the compiled model's plan would hand them over.
+"""
+
+import numpy as np
+import pytest
+
+import fastnet  # noqa: F401  (one pool of threads: fastnet/threads.py)
+from fastnet.kernels import cpu as k
+from fastnet.kernels.cpu.conv import conv2d_output_hw, conv2d_workspace_shapes
+from fastnet.kernels.cpu.gemm import partial_sums_shape
+
+N = 64
+# name: (C, H, W, O, kernel, stride, padding)
+CONVS = {
+    "cnn.conv1": (1, 28, 28, 32, 3, 1, 1),
+    "cnn.conv2": (32, 14, 14, 64, 3, 1, 1),
+    "lenet5.conv1": (1, 28, 28, 6, 5, 1, 2),
+    "lenet5.conv2": (6, 14, 14, 16, 5, 1, 0),
+}
+# name: (C, H, W) into a 2x2 max/avg pool
+POOLS = {"cnn.pool1": (32, 28, 28), "cnn.pool2": (64, 14, 14), "lenet5.pool1": (6, 28, 28)}
+
+
+def conv_buffers(C, H, W, O, kernel, stride, padding):
+    rng = np.random.default_rng(0)
+    OH, OW = conv2d_output_hw(H, W, kernel, kernel, stride, stride, padding, padding)
+    shapes = conv2d_workspace_shapes(C, H, W, O, kernel, kernel, stride, stride, padding, padding)
+    return dict(
+        x=rng.random((N, C, H, W), dtype=np.float32),
+        w=rng.random((O, C, kernel, kernel), dtype=np.float32),
+        b=rng.random(O, dtype=np.float32),
+        cols=np.zeros((N, *shapes["cols"]), np.float32),
+        mat=np.zeros((N, *shapes["mat"]), np.float32),
+        y=np.zeros((N, O, OH, OW), np.float32),
+        dy=rng.random((N, O, OH, OW), dtype=np.float32),
+        dw=np.zeros((O, C, kernel, kernel), np.float32),
+        db=np.zeros(O, np.float32),
+        dx=np.zeros((N, C, H, W), np.float32),
+        partial=np.zeros(partial_sums_shape((O, C * kernel * kernel)), np.float32),
+        geometry=(stride, stride, padding, padding),
+    )
+
+
+@pytest.mark.parametrize("name", CONVS)
+def test_conv2d_forward(benchmark, name):
+    a = conv_buffers(*CONVS[name])
+    benchmark(k.conv2d_forward, a["x"], a["w"], a["b"], a["cols"], a["mat"], a["y"], *a["geometry"])
+
+
+@pytest.mark.parametrize("name", CONVS)
+def test_conv2d_backward(benchmark, name):
+    a = conv_buffers(*CONVS[name])
+    k.conv2d_forward(a["x"], a["w"], a["b"], a["cols"], a["mat"], a["y"], *a["geometry"])
+
+    def backward():
+        k.conv2d_backward_params(a["cols"], a["dy"], a["mat"], a["dw"], a["db"], a["partial"])
+        k.conv2d_backward_input(a["mat"], a["w"], a["cols"], a["dx"], *a["geometry"])
+    benchmark(backward)
+
+
+@pytest.mark.parametrize("name", POOLS)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool2d_forward_backward(benchmark, name, kind):
+    C, H, W = POOLS[name]
+    rng = np.random.default_rng(0)
+    x = rng.random((N, C, H, W), dtype=np.float32)
+    y = np.zeros((N, C, H // 2, W // 2), np.float32)
+    dx = np.zeros_like(x)
+    if kind == "max":
+        argmax = np.zeros(y.shape, np.int32)
+
+        def step():
+            k.maxpool2d_forward(x, y, argmax, 2, 2, 2, 2, 0, 0)
+            k.maxpool2d_backward(y, argmax, dx)
+    else:
+        def step():
+            k.avgpool2d_forward(x, y, 2, 2, 2, 2, 0, 0)
+            k.avgpool2d_backward(y, dx, 2, 2, 2, 2, 0, 0)
+    benchmark(step)
+
+
+@pytest.mark.parametrize("shape", [(784, 256), (3136, 128)], ids=["mlp.fc1", "cnn.fc1"])
+def test_dense_forward_backward(benchmark, shape):
+    features, out = shape
+    rng = np.random.default_rng(0)
+    x = rng.random((N, features), dtype=np.float32)
+    w = rng.random((out, features), dtype=np.float32)
+    b = rng.random(out, dtype=np.float32)
+    y, dy = np.zeros((N, out), np.float32), rng.random((N, out), dtype=np.float32)
+    dw, db, dx = np.zeros_like(w), np.zeros_like(b), np.zeros_like(x)
+    partial = np.zeros(partial_sums_shape(w.shape), np.float32)
+
+    def step():
+        k.dense_forward(x, w, b, y)
+        k.dense_backward_weight(x, dy, dw, partial)
+        k.bias_backward(dy, db)
+        k.dense_backward_input(dy, w, dx)
+    benchmark(step)
