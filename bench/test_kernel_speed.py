@@ -36,14 +36,14 @@ def conv_buffers(C, H, W, O, kernel, stride, padding):
         x=rng.random((N, C, H, W), dtype=np.float32),
         w=rng.random((O, C, kernel, kernel), dtype=np.float32),
         b=rng.random(O, dtype=np.float32),
-        cols=np.zeros((N, *shapes["cols"]), np.float32),
-        mat=np.zeros((N, *shapes["mat"]), np.float32),
+        cols=np.zeros(shapes["cols"], np.float32),
+        product=np.zeros(shapes["product"], np.float32),
         y=np.zeros((N, O, OH, OW), np.float32),
         dy=rng.random((N, O, OH, OW), dtype=np.float32),
         dw=np.zeros((O, C, kernel, kernel), np.float32),
         db=np.zeros(O, np.float32),
         dx=np.zeros((N, C, H, W), np.float32),
-        partial=np.zeros(partial_sums_shape((O, C * kernel * kernel)), np.float32),
+        partial=np.zeros(shapes["partial"], np.float32),
         geometry=(stride, stride, padding, padding),
     )
 
@@ -51,18 +51,14 @@ def conv_buffers(C, H, W, O, kernel, stride, padding):
 @pytest.mark.parametrize("name", CONVS)
 def test_conv2d_forward(benchmark, name):
     a = conv_buffers(*CONVS[name])
-    benchmark(k.conv2d_forward, a["x"], a["w"], a["b"], a["cols"], a["mat"], a["y"], *a["geometry"])
+    benchmark(k.conv2d_forward, a["x"], a["w"], a["b"], a["cols"], a["y"], *a["geometry"])
 
 
 @pytest.mark.parametrize("name", CONVS)
 def test_conv2d_backward(benchmark, name):
     a = conv_buffers(*CONVS[name])
-    k.conv2d_forward(a["x"], a["w"], a["b"], a["cols"], a["mat"], a["y"], *a["geometry"])
-
-    def backward():
-        k.conv2d_backward_params(a["cols"], a["dy"], a["mat"], a["dw"], a["db"], a["partial"])
-        k.conv2d_backward_input(a["mat"], a["w"], a["cols"], a["dx"], *a["geometry"])
-    benchmark(backward)
+    benchmark(k.conv2d_backward, a["x"], a["w"], a["dy"], a["cols"], a["partial"], a["product"],
+              a["dw"], a["db"], a["dx"], *a["geometry"])
 
 
 @pytest.mark.parametrize("name", POOLS)

@@ -1,15 +1,14 @@
 """2-D convolution, torch.nn.Conv2d's layout, semantics and initialisation (no dilation, no groups).
 
-The kernels (fastnet/kernels/cpu/conv.py) lower the convolution to one GEMM over the whole batch:
-im2col writes the columns in the order the GEMM reads them, and the bias is added in the pass
-that lays the GEMM's (pixel, channel) result out as NCHW. The columns stay in the workspace for
-the weight gradient, and are then overwritten by their own gradient for col2im.
+The kernels (fastnet/kernels/cpu/conv.py) lower the convolution to a GEMM per image on im2col
+columns that each thread writes into its own scratch matrix (see there for why). The workspace
+shapes come from that module too: they are the CPU kernels' (a CUDA namespace will bring its own).
 """
 
 import math
 
 from ..errors import ShapeError
-from ..kernels.cpu.gemm import partial_sums_shape
+from ..kernels.cpu import conv as k_cpu_conv
 from .base import Layer, WorkspaceSpec, int_pair
 
 
@@ -49,15 +48,10 @@ class Conv2D(Layer):
         return shapes
 
     def workspace_shapes(self, input_shapes):
-        C = input_shapes[0][0]
-        _, OH, OW = self.output_shape(input_shapes)
-        kh, kw = self.kernel_size
-        # cols: the im2col matrix, one row per output pixel (later its own gradient);
-        # mat: the GEMM's (pixel, out-channel) product, later dy in that order.
-        # partial: per-thread partial sums of the weight gradient (a sum over every pixel).
-        return {"cols": (OH * OW, C * kh * kw), "mat": (OH * OW, self.out_channels),
-                "partial": WorkspaceSpec(partial_sums_shape((self.out_channels, C * kh * kw)),
-                                         per_sample=False)}
+        C, H, W = input_shapes[0]
+        shapes = k_cpu_conv.conv2d_workspace_shapes(C, H, W, self.out_channels, *self.kernel_size,
+                                                    *self.stride, *self.padding)
+        return {name: WorkspaceSpec(shape, per_sample=False) for name, shape in shapes.items()}
 
     def init_params(self, params, buffers, input_shapes, rng):
         # PyTorch's default: kaiming_uniform_(a=sqrt(5)) gives bound 1/sqrt(fan_in), bias the same.
@@ -71,25 +65,14 @@ class Conv2D(Layer):
         return (*self.stride, *self.padding)
 
     def forward(self, k, slot, xs, y, train):
-        n = y.shape[0]
-        cols, mat = slot.work("cols", n), slot.work("mat", n)
-        if self.bias:
-            k.conv2d_forward(xs[0], slot.params["weight"], slot.params["bias"], cols, mat, y,
-                             *self._geometry())
-        else:
-            k.conv2d_forward_nobias(xs[0], slot.params["weight"], cols, mat, y, *self._geometry())
+        bias = slot.params["bias"] if self.bias else None
+        k.conv2d_forward(xs[0], slot.params["weight"], bias, slot.workspace["cols"], y, *self._geometry())
 
     def backward(self, k, slot, xs, y, dy, dxs):
-        n = dy.shape[0]
-        cols, mat = slot.work("cols", n), slot.work("mat", n)
-        if self.bias:
-            k.conv2d_backward_params(cols, dy, mat, slot.grads["weight"], slot.grads["bias"],
-                                     slot.workspace["partial"])
-        else:
-            k.conv2d_backward_params_nobias(cols, dy, mat, slot.grads["weight"], slot.workspace["partial"])
-        if dxs[0] is not None:
-            # The columns have been read for the last time: they become their own gradient.
-            k.conv2d_backward_input(mat, slot.params["weight"], cols, dxs[0], *self._geometry())
+        ws = slot.workspace
+        db = slot.grads["bias"] if self.bias else None
+        k.conv2d_backward(xs[0], slot.params["weight"], dy, ws["cols"], ws["partial"], ws["product"],
+                          slot.grads["weight"], db, dxs[0], *self._geometry())
 
     def __repr__(self):
         extra = "" if self.bias else ", bias=False"

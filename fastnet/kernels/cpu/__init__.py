@@ -4,8 +4,7 @@ from .activation import (copy_forward, dropout_backward, dropout_forward, leaky_
                          leaky_relu_forward, relu_backward, relu_forward, sigmoid_backward,
                          sigmoid_forward, softmax_backward, softmax_forward, tanh_backward,
                          tanh_forward)
-from .conv import (conv2d_backward_input, conv2d_backward_params,
-                   conv2d_backward_params_nobias, conv2d_forward, conv2d_forward_nobias)
+from .conv import conv2d_backward, conv2d_forward
 from .dense import (bias_backward, dense_backward_input, dense_backward_weight, dense_forward,
                     dense_forward_nobias)
 from .loss import (count_correct, cross_entropy_backward, cross_entropy_forward, mse_backward,
