@@ -68,16 +68,18 @@ def _im2col_image(x, n, cols, KH, KW, sh, sw, ph, pw):
                 lo, hi = _valid_ow(OW, W, sw, pw, kw)
                 for oh in range(OH):
                     h = oh * sh - ph + kh
-                    out = row[oh * OW:(oh + 1) * OW]
+                    base = oh * OW
                     if h < 0 or h >= H:
-                        out[:] = zero
+                        for ow in range(OW):
+                            row[base + ow] = zero
                         continue
-                    src = x[n, c, h]
-                    out[:lo] = zero
-                    w0 = lo * sw - pw + kw
+                    for ow in range(lo):
+                        row[base + ow] = zero
+                    w0 = kw - pw                         # input column of ow is w0 + ow * sw
                     for ow in range(lo, hi):
-                        out[ow] = src[w0 + (ow - lo) * sw]
-                    out[hi:] = zero
+                        row[base + ow] = x[n, c, h, w0 + ow * sw]
+                    for ow in range(hi, OW):
+                        row[base + ow] = zero
 
 
 @njit(cache=True)
@@ -96,11 +98,10 @@ def _col2im_image(dcols, dx, n, KH, KW, sh, sw, ph, pw):
                     h = oh * sh - ph + kh
                     if h < 0 or h >= H:
                         continue
-                    dst = dx[n, c, h]
-                    w0 = lo * sw - pw + kw
+                    w0 = kw - pw                         # input column of ow is w0 + ow * sw
                     base = oh * OW
                     for ow in range(lo, hi):
-                        dst[w0 + (ow - lo) * sw] += row[base + ow]
+                        dx[n, c, h, w0 + ow * sw] += row[base + ow]
 
 
 @njit(cache=True, parallel=True)
