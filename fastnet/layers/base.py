@@ -97,6 +97,16 @@ class Layer(ABC):
     def output_shape(self, input_shapes):
         """Check the per-sample input shapes and return the output shape."""
 
+    def image_input(self, input_shapes, hint=""):
+        """The one (channels, height, width) input shape, or a ShapeError naming this layer."""
+        if len(input_shapes) != 1:
+            raise ShapeError(f"{self.describe()}: expected 1 input, got {len(input_shapes)}")
+        shape = tuple(input_shapes[0])
+        if len(shape) != 3:
+            raise ShapeError(f"{self.describe()}: expected a (channels, height, width) input per "
+                             f"sample, got shape {shape}{hint}")
+        return shape
+
     def param_shapes(self, input_shapes):
         return {}
 

@@ -27,13 +27,7 @@ class Conv2D(Layer):
         self.bias = bool(bias)
 
     def output_shape(self, input_shapes):
-        if len(input_shapes) != 1:
-            raise ShapeError(f"{self.describe()}: expected 1 input, got {len(input_shapes)}")
-        shape = tuple(input_shapes[0])
-        if len(shape) != 3:
-            raise ShapeError(f"{self.describe()}: expected a (channels, height, width) input per "
-                             f"sample, got shape {shape}")
-        _, H, W = shape
+        _, H, W = self.image_input(input_shapes)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         if H + 2 * ph < kh or W + 2 * pw < kw:
             raise ShapeError(f"{self.describe()}: a {kh}x{kw} kernel does not fit the input "

@@ -112,14 +112,7 @@ class BatchNorm2D(_BatchNorm):
     """Batch norm over (C, H, W) inputs: statistics per channel over the batch and the plane."""
 
     def output_shape(self, input_shapes):
-        if len(input_shapes) != 1:
-            raise ShapeError(f"{self.describe()}: expected 1 input, got {len(input_shapes)}")
-        shape = tuple(input_shapes[0])
-        if len(shape) != 3:
-            raise ShapeError(
-                f"{self.describe()}: expected a (channels, height, width) input per sample, "
-                f"got shape {shape}; use BatchNorm1D for (features,) inputs")
-        return shape
+        return self.image_input(input_shapes, hint="; use BatchNorm1D for (features,) inputs")
 
 
 class BatchNorm1D(_BatchNorm):

@@ -31,14 +31,7 @@ class _Pool2D(Layer):
                 f"{self.padding} for kernel_size={self.kernel_size}")
 
     def output_shape(self, input_shapes):
-        if len(input_shapes) != 1:
-            raise ShapeError(f"{self.describe()}: expected 1 input, got {len(input_shapes)}")
-        shape = tuple(input_shapes[0])
-        if len(shape) != 3:
-            raise ShapeError(
-                f"{self.describe()}: expected a (channels, height, width) input per sample, "
-                f"got shape {shape}")
-        C, H, W = shape
+        C, H, W = self.image_input(input_shapes)
         kh, kw = self.kernel_size
         sh, sw = self.stride
         ph, pw = self.padding
@@ -94,14 +87,7 @@ class GlobalAvgPool2D(Layer):
     """(C, H, W) -> (C,): the mean of each channel's plane."""
 
     def output_shape(self, input_shapes):
-        if len(input_shapes) != 1:
-            raise ShapeError(f"{self.describe()}: expected 1 input, got {len(input_shapes)}")
-        shape = tuple(input_shapes[0])
-        if len(shape) != 3:
-            raise ShapeError(
-                f"{self.describe()}: expected a (channels, height, width) input per sample, "
-                f"got shape {shape}")
-        return (shape[0],)
+        return (self.image_input(input_shapes)[0],)
 
     def forward(self, k, slot, xs, y, train):
         k.global_avgpool2d_forward(xs[0], y)
