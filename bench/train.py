@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-# torch first: its own OpenMP runtime reads the environment when it loads, and must not inherit
-# the passive-wait default that `import fastnet` sets for Numba's (fastnet/threads.py).
+# torch first, as a user comparing the two would likely write it: fastnet must not depend on the
+# import order (its one-pool threading, fastnet/threads.py, does not).
 try:
     import torch
 except ImportError:  # the fastnet figures are still worth having

@@ -8,7 +8,7 @@ are used exactly as in `gradients`); each parameter entry and input entry is nud
 import numpy as np
 
 
-def numeric_gradient(loss_at, array, eps):
+def numeric_gradient(loss_at, array, eps=1e-6):
     grad = np.zeros_like(array)
     flat, out = array.reshape(-1), grad.reshape(-1)
     for i in range(flat.size):

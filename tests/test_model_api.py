@@ -85,8 +85,10 @@ def test_train_step_allocates_no_arrays():
     script = textwrap.dedent("""
         import tracemalloc, numpy as np, fastnet as fn
         from numba.core.runtime import rtsys
-        model = fn.Sequential([fn.Flatten(), fn.Dense(64), fn.ReLU(), fn.Dropout(0.2), fn.Dense(32),
-                               fn.Tanh(), fn.Dense(10)]).compile((1, 8, 8), 128, optimizer=fn.Adam())
+        model = fn.Sequential([fn.Conv2D(4, 3, padding=1), fn.BatchNorm2D(), fn.ReLU(), fn.MaxPool2D(2),
+                               fn.Conv2D(6, 3, bias=False), fn.Flatten(), fn.Dense(64), fn.ReLU(),
+                               fn.Dropout(0.2), fn.Dense(32), fn.Tanh(), fn.Dense(10)]
+                              ).compile((1, 8, 8), 128, optimizer=fn.Adam())
         x = np.random.rand(128, 1, 8, 8).astype(np.float32); y = np.arange(128) % 10
         model.train_step(x, y)
         arrays, real = [0], model.k

@@ -97,11 +97,9 @@ class _BatchNorm(Layer):
         dy3 = self._as3d(dy)
         stats = slot.workspace["stats"][0]
         g = slot.grads
-        if dxs[0] is None:
-            k.batchnorm_backward_params(x3, dy3, stats[0], stats[1], g["weight"], g["bias"])
-        else:
-            k.batchnorm_backward(x3, dy3, slot.params["weight"], stats[0], stats[1],
-                                 self._as3d(dxs[0]), g["weight"], g["bias"])
+        dx3 = None if dxs[0] is None else self._as3d(dxs[0])
+        k.batchnorm_backward(x3, dy3, slot.params["weight"], stats[0], stats[1], dx3,
+                             g["weight"], g["bias"])
 
     def __repr__(self):
         extra = f", name={self.name!r}" if self.name else ""

@@ -9,7 +9,7 @@ from .dense import (bias_backward, dense_backward_input, dense_backward_weight, 
                     dense_forward_nobias)
 from .loss import (count_correct, cross_entropy_backward, cross_entropy_forward, mse_backward,
                    mse_forward)
-from .norm import (batchnorm_backward, batchnorm_backward_params, batchnorm_forward_eval,
+from .norm import (batchnorm_backward, batchnorm_forward_eval,
                    batchnorm_forward_train)
 from .optim import adam_update, sgd_update
 from .pool import (avgpool2d_backward, avgpool2d_forward, global_avgpool2d_backward,

@@ -31,7 +31,7 @@ Nothing here allocates.
 import numpy as np
 from numba import njit, prange
 
-from .gemm import BLOCKS, _matmul
+from .gemm import BLOCKS, matmul
 
 
 def conv2d_output_hw(H, W, KH, KW, sh, sw, ph, pw):
@@ -118,7 +118,7 @@ def conv2d_forward(x, w, b, cols, y, sh, sw, ph, pw):
         for n in range(N * t // T, N * (t + 1) // T):
             _im2col_image(x, n, scratch, KH, KW, sh, sw, ph, pw)
             yn = y[n].reshape(O, P)
-            _matmul(w2, scratch, yn)
+            matmul(w2, scratch, yn)
             if b is not None:
                 for o in range(O):
                     bo = b[o]
@@ -144,12 +144,12 @@ def conv2d_backward(x, w, dy, cols, partial, product, dw, db, dx, sh, sw, ph, pw
         for n in range(N * t // T, N * (t + 1) // T):
             dyn = dy[n].reshape(O, P)
             _im2col_image(x, n, scratch, KH, KW, sh, sw, ph, pw)
-            _matmul(dyn, scratch.T, product[t])
+            matmul(dyn, scratch.T, product[t])
             for o in range(O):
                 for k in range(K):
                     partial[t, o, k] += product[t, o, k]
             if dx is not None:
-                _matmul(w2.T, dyn, scratch)          # the columns are done with: reuse as dcols
+                matmul(w2.T, dyn, scratch)          # the columns are done with: reuse as dcols
                 _col2im_image(scratch, dx, n, KH, KW, sh, sw, ph, pw)
     dw2 = dw.reshape(O, K)
     for o in prange(O):

@@ -18,7 +18,8 @@ BLOCKS = numba.config.NUMBA_NUM_THREADS
 
 
 @njit(cache=True)
-def _matmul(a, b, c):
+def matmul(a, b, c):
+    """c = a @ b, one BLAS call (single-threaded: fastnet/threads.py)."""
     np.dot(a, b, c)
 
 
@@ -30,7 +31,7 @@ def matmul_rows(a, b, c):
     for t in prange(blocks):
         r0 = rows * t // blocks
         r1 = rows * (t + 1) // blocks
-        _matmul(a[r0:r1], b, c[r0:r1])
+        matmul(a[r0:r1], b, c[r0:r1])
 
 
 def partial_sums_shape(out_shape):
@@ -48,9 +49,9 @@ def matmul_tn(a, b, c, partial):
         r0 = rows * t // blocks
         r1 = rows * (t + 1) // blocks
         if t == 0:
-            _matmul(a[r0:r1].T, b[r0:r1], c)
+            matmul(a[r0:r1].T, b[r0:r1], c)
         else:
-            _matmul(a[r0:r1].T, b[r0:r1], partial[t - 1])
+            matmul(a[r0:r1].T, b[r0:r1], partial[t - 1])
     if blocks > 1:
         for i in prange(c.shape[0]):
             for t in range(blocks - 1):

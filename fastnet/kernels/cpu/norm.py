@@ -93,7 +93,8 @@ def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, y):
 
 @njit(cache=True, parallel=True, fastmath=_REASSOC)
 def batchnorm_backward(x, dy, weight, save_mean, save_invstd, dx, dweight, dbias):
-    """Training-mode backward: write dx, dweight = sum(dy * xhat), dbias = sum(dy)."""
+    """Training-mode backward: write dx (unless None: not wanted), dweight = sum(dy * xhat),
+    dbias = sum(dy)."""
     N, C, L = x.shape
     M = N * L
     for c in prange(C):
@@ -108,6 +109,8 @@ def batchnorm_backward(x, dy, weight, save_mean, save_invstd, dx, dweight, dbias
                 sdyx += g * ((x[n, c, l] - m) * inv)
         dbias[c] = sdy
         dweight[c] = sdyx
+        if dx is None:
+            continue
         # dx = (weight * inv / M) * (M*dy - sdy - xhat*sdyx) = k * (dy - sdy/M - xhat * sdyx/M)
         k = x.dtype.type(weight[c] * inv)
         mdy = x.dtype.type(sdy / M)
@@ -116,21 +119,3 @@ def batchnorm_backward(x, dy, weight, save_mean, save_invstd, dx, dweight, dbias
             for l in range(L):
                 xhat = (x[n, c, l] - m) * inv
                 dx[n, c, l] = k * (dy[n, c, l] - mdy - xhat * mdyx)
-
-
-@njit(cache=True, parallel=True, fastmath=_REASSOC)
-def batchnorm_backward_params(x, dy, save_mean, save_invstd, dweight, dbias):
-    """dweight and dbias only, for a layer whose input gradient is not needed."""
-    N, C, L = x.shape
-    for c in prange(C):
-        m = save_mean[c]
-        inv = save_invstd[c]
-        sdy = 0.0
-        sdyx = 0.0
-        for n in range(N):
-            for l in range(L):
-                g = dy[n, c, l]
-                sdy += g
-                sdyx += g * ((x[n, c, l] - m) * inv)
-        dbias[c] = sdy
-        dweight[c] = sdyx
