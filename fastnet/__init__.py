@@ -12,12 +12,13 @@ import sys
 __version__ = "0.1.0"
 
 from . import data, losses, models, threads
-from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError
+from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError, SpecError
 from .graph import Sequential
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer,
                      LeakyReLU, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh)
 from .model import History, Model
 from .optim import SGD, Adam, AdamW
+from .spec import from_spec, to_spec
 
 from .data import datasets  # noqa: E402
 

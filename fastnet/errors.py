@@ -23,3 +23,8 @@ class CheckpointError(FastnetError):
 
 class DivergenceError(FastnetError, FloatingPointError):
     """The training loss became non-finite."""
+
+
+class SpecError(FastnetError, ValueError):
+    """A network spec (TOML file or dict) that does not describe a network: unknown layer types,
+    bad arguments, a missing input shape."""

@@ -147,8 +147,10 @@ def _allocate_workspace(spec, batch, dtype):
 class Sequential:
     """A chain of layers, as torch.nn.Sequential / keras.Sequential."""
 
-    def __init__(self, layers=None):
+    def __init__(self, layers=None, input_shape=None):
         self.layers = []
+        # Known when the network came from a spec: compile() then needs only the batch size.
+        self.input_shape = None if input_shape is None else _as_shape(input_shape)
         for layer in layers or []:
             self.add(layer)
 
@@ -167,12 +169,19 @@ class Sequential:
             nodes.append(prev)
         return input_node, nodes
 
-    def compile(self, input_shape, batch_size, loss="cross_entropy", optimizer=None, device="cpu",
-                seed=0, dtype="float32"):
-        """Infer shapes, allocate every buffer, compile every kernel: returns a Model."""
+    def compile(self, input_shape=None, batch_size=None, loss="cross_entropy", optimizer=None,
+                device="cpu", seed=0, dtype="float32"):
+        """Infer shapes, allocate every buffer, compile every kernel: returns a Model.
+        input_shape may be left out when the network knows it (from a spec)."""
         from .model import Model
         if not self.layers:
             raise ShapeError("Sequential has no layers")
+        if input_shape is None:
+            input_shape = self.input_shape
+        if input_shape is None:
+            raise ShapeError("compile() needs the input_shape (per sample, no batch axis)")
+        if batch_size is None:
+            raise ShapeError("compile() needs the batch_size")
         input_shape = _as_shape(input_shape)
         input_node, nodes = self.nodes(input_shape)
         return Model(self, input_node, nodes, batch_size=batch_size, loss=loss, optimizer=optimizer,

@@ -8,6 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import fastnet.atomic as atomic_module
 from fastnet.data import idx as idx_module
 from fastnet.data.idx import load_idx, save_idx
 from fastnet.errors import DataError
@@ -275,7 +276,7 @@ def test_save_is_atomic(tmp_path, monkeypatch, name, fail_at):
     if fail_at == "write" and name.endswith(".gz"):
         monkeypatch.setattr(idx_module.gzip.GzipFile, "write", boom)
     elif fail_at == "write":
-        monkeypatch.setattr(idx_module, "open", lambda *a: FailingFile(open(*a)), raising=False)
+        monkeypatch.setattr(atomic_module, "open", lambda *a: FailingFile(open(*a)), raising=False)
     else:
         monkeypatch.setattr(idx_module.os, fail_at, boom)
 

@@ -15,12 +15,12 @@ Decisions:
 
 import gzip
 import os
-import secrets
 import struct
 import zlib
 
 import numpy as np
 
+from fastnet.atomic import atomic_write
 from fastnet.errors import DataError
 
 # Type code -> big-endian dtype, as the IDX format defines them.
@@ -159,26 +159,12 @@ def save_idx(path, array) -> None:
     header = struct.pack(f">2xBB{array.ndim}I", _CODES[native], array.ndim, *array.shape)
     data = array.astype(_DTYPES[_CODES[native]], copy=False).tobytes()  # big-endian, C order
 
-    # A random name created with O_EXCL: no clash with a concurrent writer, and
-    # mode 0o666 lets the umask decide the final permissions, as open() would.
-    tmp = os.path.join(os.path.dirname(name) or ".", f".{os.path.basename(name)}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with open(fd, "wb") as f:
-            if name.endswith(".gz"):
-                # mtime=0: the same array always gives the same bytes.
-                with gzip.GzipFile(filename=os.path.basename(name), mode="wb", fileobj=f, mtime=0) as gz:
-                    gz.write(header)
-                    gz.write(data)
-            else:
-                f.write(header)
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, name)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(name) as f:
+        if name.endswith(".gz"):
+            # mtime=0: the same array always gives the same bytes.
+            with gzip.GzipFile(filename=os.path.basename(name), mode="wb", fileobj=f, mtime=0) as gz:
+                gz.write(header)
+                gz.write(data)
+        else:
+            f.write(header)
+            f.write(data)

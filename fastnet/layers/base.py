@@ -26,6 +26,7 @@ compiled batch size (a smaller last batch gets views of the same buffers).
 `k` is the kernel namespace (fastnet.kernels.cpu): layers call kernels only through it.
 """
 
+import inspect
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -92,6 +93,17 @@ class Layer(ABC):
 
     def describe(self):
         return self.name or self.type_name
+
+    def config(self):
+        """The constructor's arguments as plain values ({"kernel_size": [3, 3], ...}): a spec file's
+        entry for this layer. Each argument is kept under its own name as an attribute."""
+        args = {}
+        for param in inspect.signature(type(self).__init__).parameters.values():
+            if param.name == "self" or (param.name == "name" and self.name is None):
+                continue
+            value = getattr(self, param.name)
+            args[param.name] = list(value) if isinstance(value, tuple) else value
+        return args
 
     @abstractmethod
     def output_shape(self, input_shapes):
