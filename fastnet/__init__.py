@@ -19,6 +19,7 @@ from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout
 from .model import History, Model
 from .optim import SGD, Adam, AdamW
 from .spec import from_spec, to_spec
+from .checkpoint import load
 
 from .data import datasets  # noqa: E402
 

@@ -65,7 +65,8 @@ class Model:
         self.targets = self.loss_fn.target_buffer(self.batch_size, self.output_shape, self.dtype)
         self.loss_work = self.loss_fn.workspace(self.batch_size, self.output_shape, self.dtype)
         self.opt_state = self.optimizer.state(self.plan.flat_params)
-        self.step = 0
+        self.step = 0      # optimizer steps taken
+        self.epoch = 0     # epochs completed by fit
         self._warm_up()
         self.plan.initialise()
 
@@ -188,6 +189,7 @@ class Model:
             if validation_data is not None:
                 val = self.evaluate(vx, vy)
                 figures.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            self.epoch += 1
             history.append(epoch, **figures)
             if verbose:
                 print(_epoch_line(epoch, epochs, figures), file=sys.stderr)
@@ -292,6 +294,12 @@ class Model:
             raise CheckpointError("state dict does not match the model; " + "; ".join(problems))
         for name, target in targets.items():
             target[...] = given[name]
+
+    def save(self, path):
+        """Write a checkpoint (safetensors: weights, buffers, optimizer state, the network's spec,
+        progress); `fastnet.load(path)` rebuilds the compiled model. Atomic."""
+        from . import checkpoint
+        checkpoint.save(self, path)
 
     def summary(self):
         lines = [f"{'layer':<24}{'output shape':<20}{'parameters':>12}"]
