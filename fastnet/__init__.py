@@ -11,7 +11,7 @@ import sys
 
 __version__ = "0.1.0"
 
-from . import data, losses, models, threads
+from . import data, losses, models, schedules, threads
 from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError, SpecError
 from .graph import Sequential
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer,

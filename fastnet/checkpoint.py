@@ -7,7 +7,8 @@ strict=False, or drop the "optimizer." entries); the optimizer's state as "optim
 Metadata (strings): "format" = "fastnet", "fastnet_version", "spec" (the network, to_spec's JSON,
 with input_shape), "compile" (batch size, loss, optimizer type and arguments, dtype, seed, device),
 "step" (optimizer steps taken), "epoch" (epochs completed by fit), "shuffle_rng" (the state of the
-generator that orders the next epoch's batches).
+generator that orders the next epoch's batches), "schedule" (the learning-rate schedule, or null),
+"info" (model.info: free-form JSON, e.g. the input normalisation `fastnet train` used).
 
 No pickle: safetensors holds only raw arrays and strings. Saving is atomic (fastnet/atomic.py):
 a crash mid-save leaves the previous file whole.
@@ -18,7 +19,7 @@ import os
 
 import numpy as np
 
-from . import __version__
+from . import __version__, schedules
 from .atomic import atomic_write
 from .errors import CheckpointError, FastnetError
 from .optim import SGD, Adam, AdamW
@@ -49,6 +50,8 @@ def save(model, path):
         "step": str(model.step),
         "epoch": str(model.epoch),
         "shuffle_rng": json.dumps(model._shuffle_rng.bit_generator.state),
+        "schedule": json.dumps(None if model.schedule is None else model.schedule.config()),
+        "info": json.dumps(model.info),
     }
     data = to_bytes(tensors, metadata=metadata)
     with atomic_write(path) as f:
@@ -65,6 +68,8 @@ def load(path, batch_size=None, device=None):
         settings = json.loads(metadata["compile"])
         step, epoch = int(metadata["step"]), int(metadata["epoch"])
         rng_state = json.loads(metadata["shuffle_rng"])
+        schedule = schedules.from_config(json.loads(metadata.get("schedule", "null")))
+        info = json.loads(metadata.get("info", "{}"))
         opt_settings = dict(settings["optimizer"])
         optimizer = OPTIMIZERS[opt_settings.pop("type")](**opt_settings)
     except (KeyError, ValueError, TypeError) as err:
@@ -87,6 +92,7 @@ def load(path, batch_size=None, device=None):
         buffer[...] = saved
     model.step, model.epoch = step, epoch
     model._shuffle_rng.bit_generator.state = rng_state
+    model.schedule, model.info = schedule, info
     return model
 
 

@@ -1,10 +1,10 @@
-"""Command line: `fastnet train` (train a network on an MNIST-like data set) and `fastnet info`."""
+"""Command line: `fastnet train`, `fastnet eval`, `fastnet info`."""
 
 import argparse
+import json
 import os
 import platform
 import sys
-import time
 
 from .errors import FastnetError
 
@@ -68,64 +68,78 @@ def _cuda():
         return f"not available ({type(err).__name__}: {err})"
 
 
-MODELS = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn"}
-
-
-def train(args):
-    """Train a zoo model on an MNIST-like data set and report the test accuracy."""
-    import fastnet as fn
-
-    (x_train, y_train), (x_test, y_test) = fn.datasets.load(args.dataset)
-    # Standardise with the training set's statistics, as torchvision's Normalize is used.
-    mean, std = float(x_train.mean()), float(x_train.std())
-    x_train = (x_train - mean) / std
-    x_test = (x_test - mean) / std
-    classes = int(max(y_train.max(), y_test.max())) + 1
-    network = getattr(fn.models, MODELS[args.model])(classes=classes)
-    if args.optimizer == "sgd":
-        optimizer = fn.SGD(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    elif args.optimizer == "adam":
-        optimizer = fn.Adam(lr=args.lr, weight_decay=args.weight_decay)
-    else:
-        optimizer = fn.AdamW(lr=args.lr, weight_decay=args.weight_decay)
-    start = time.perf_counter()
-    model = network.compile(x_train.shape[1:], args.batch_size, optimizer=optimizer, seed=args.seed)
-    print(f"{args.model} on {args.dataset}: {len(x_train)} training and {len(x_test)} test images, "
-          f"{sum(p.size for p in model.parameters().values())} parameters, "
-          f"compiled in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    model.fit(x_train, y_train, epochs=args.epochs, validation_data=(x_test, y_test), verbose=1)
-    result = model.evaluate(x_test, y_test)
-    print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  "
-          f"({time.perf_counter() - start:.1f} s in all)")
-    return result
-
-
 def main(argv=None):
+    from .run import DEFAULTS, ZOO
+
     parser = argparse.ArgumentParser(prog="fastnet", description="JIT-compiled CNN/MLP training engine")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="versions, threads, cache dir, BLAS, CUDA")
     t = commands.add_parser("train", help="train a network on an MNIST-like data set",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--model", choices=sorted(MODELS), default="cnn")
-    t.add_argument("--dataset", default="fashion-mnist",
+    t.add_argument("--model", default=DEFAULTS["model"],
+                   help=f"{' | '.join(sorted(ZOO))} | PATH.toml (a network spec file)")
+    t.add_argument("--dataset", default=DEFAULTS["dataset"],
                    help="fashion-mnist, mnist, kmnist, or a folder holding the four IDX files")
-    t.add_argument("--epochs", type=int, default=3)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="adam")
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--momentum", type=float, default=0.9, help="SGD only")
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, default=None, help=f"(default {DEFAULTS['epochs']})")
+    t.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=DEFAULTS["optimizer"])
+    t.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    t.add_argument("--momentum", type=float, default=DEFAULTS["momentum"], help="SGD only")
+    t.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
+    t.add_argument("--schedule", choices=["none", "step", "cosine"], default=DEFAULTS["schedule"],
+                   help="step: halve the lr every epoch; cosine: anneal it to 0 over the run")
+    t.add_argument("--warmup-steps", type=int, default=DEFAULTS["warmup_steps"])
+    t.add_argument("--val-split", type=float, default=DEFAULTS["val_split"],
+                   help="fraction of the training set held out for validation")
+    t.add_argument("--device", choices=["cpu"], default=DEFAULTS["device"])
+    t.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    t.add_argument("--out", help="run folder (default runs/<timestamp>)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings")
+    e = commands.add_parser("eval", help="evaluate a checkpoint on a test set")
+    e.add_argument("checkpoint")
+    e.add_argument("--dataset", help="default: the one the checkpoint was trained on")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
             info()
         elif args.command == "train":
             train(args)
+        elif args.command == "eval":
+            evaluate(args)
     except FastnetError as err:
         print(f"fastnet: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def train(args):
+    from .run import DEFAULTS
+    from .run import train as run_training
+
+    settings = {key: getattr(args, key) for key in DEFAULTS}
+    if args.resume:
+        return run_training({"epochs": args.epochs}, resume=args.resume)
+    if settings["epochs"] is None:
+        settings["epochs"] = DEFAULTS["epochs"]
+    return run_training(settings, out=args.out)
+
+
+def evaluate(args):
+    from .run import evaluate as run_evaluation
+
+    result = run_evaluation(args.checkpoint, dataset=args.dataset)
+    if args.json:
+        print(json.dumps(result))
+        return result
+    print(f"{result['dataset']}: {result['images']} test images, accuracy {result['accuracy']:.4f}, "
+          f"loss {result['loss']:.4f}")
+    print("per-class accuracy: " + "  ".join(f"{c}: {a:.3f}" for c, a in enumerate(result["per_class_accuracy"])
+                                             if a is not None))
+    print("confusion matrix (rows: true class, columns: predicted):")
+    for row in result["confusion_matrix"]:
+        print("  " + " ".join(f"{v:5d}" for v in row))
+    return result
 
 
 if __name__ == "__main__":

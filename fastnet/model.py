@@ -67,6 +67,8 @@ class Model:
         self.opt_state = self.optimizer.state(self.plan.flat_params)
         self.step = 0      # optimizer steps taken
         self.epoch = 0     # epochs completed by fit
+        self.schedule = None  # learning-rate schedule used by fit
+        self.info = {}     # free-form metadata carried in checkpoints (e.g. input normalisation)
         self._warm_up()
         self.plan.initialise()
 
@@ -170,8 +172,14 @@ class Model:
         accuracy = correct / len(x) if self.loss_fn.has_accuracy else None
         return {"loss": total / len(x), "accuracy": accuracy}
 
-    def fit(self, x, y, epochs=1, validation_data=None, shuffle=True, verbose=1):
-        """Minibatch training; returns a History. All inputs are checked before any step runs."""
+    def fit(self, x, y, epochs=1, validation_data=None, shuffle=True, verbose=1, schedule=None,
+            initial_epoch=0, callbacks=()):
+        """Minibatch training; returns a History. All inputs are checked before any step runs.
+
+        As Keras: epochs initial_epoch + 1 .. epochs run (numbered so), and each callback is called
+        as callback(model, epoch, figures) after every epoch (to save a checkpoint, say).
+        schedule: a fastnet.schedules schedule setting the learning rate before every step (kept
+        by the model, and in its checkpoints, for later fits)."""
         x = self._check_x(x, finite=True)
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         if len(x) == 0:
@@ -183,8 +191,10 @@ class Model:
         # One conversion up front, so each batch is a gather into the input buffer, not a cast.
         x = np.ascontiguousarray(x, dtype=self.dtype)
         y = np.ascontiguousarray(y, dtype=self.targets.dtype)
+        if schedule is not None:
+            self.schedule = schedule
         history = History()
-        for epoch in range(1, epochs + 1):
+        for epoch in range(initial_epoch + 1, epochs + 1):
             figures = self._fit_epoch(x, y, epoch, epochs, shuffle, verbose)
             if validation_data is not None:
                 val = self.evaluate(vx, vy)
@@ -193,6 +203,8 @@ class Model:
             history.append(epoch, **figures)
             if verbose:
                 print(_epoch_line(epoch, epochs, figures), file=sys.stderr)
+            for callback in callbacks:
+                callback(self, epoch, figures)
         return history
 
     def _fit_epoch(self, x, y, epoch, epochs, shuffle, verbose):
@@ -209,6 +221,8 @@ class Model:
             n = len(rows)
             np.take(x, rows, axis=0, out=self.plan.acts[0][:n])
             np.take(y, rows, axis=0, out=self.targets[:n])
+            if self.schedule is not None:
+                self.optimizer.lr = self.schedule(self.step)
             loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}")
             total += loss * n
             seen += n
