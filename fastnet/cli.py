@@ -93,6 +93,8 @@ def main(argv=None):
                    help="fraction of the training set held out for validation")
     t.add_argument("--device", choices=["cpu"], default=DEFAULTS["device"])
     t.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    t.add_argument("--download", action="store_true",
+                   help="fetch a named data set that is not found (SHA-256 checked)")
     t.add_argument("--out", help="run folder (default runs/<timestamp>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings")
     e = commands.add_parser("eval", help="evaluate a checkpoint on a test set")

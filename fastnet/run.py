@@ -28,7 +28,8 @@ from .spec import from_spec
 ZOO = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn"}
 DEFAULTS = {"model": "cnn", "dataset": "fashion-mnist", "epochs": 3, "batch_size": 64,
             "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0,
-            "schedule": "none", "warmup_steps": 0, "val_split": 0.0, "device": "cpu", "seed": 0}
+            "schedule": "none", "warmup_steps": 0, "val_split": 0.0, "device": "cpu", "seed": 0,
+            "download": False}
 
 
 class Log:
@@ -45,7 +46,8 @@ class Log:
 
 def load_data(settings, normalize=None):
     """(train, val, test) as (x, y) pairs, standardised; and the (mean, std) used."""
-    (x_train, y_train), (x_test, y_test) = datasets.load(settings["dataset"])
+    (x_train, y_train), (x_test, y_test) = datasets.load(settings["dataset"],
+                                                         download=settings.get("download", False))
     if normalize is None:
         normalize = (float(x_train.mean()), float(x_train.std()))
     mean, std = normalize

@@ -10,14 +10,18 @@ A name is looked for, in order, in `root`, `root`/<name>, $FASTNET_DATA/<name>, 
 A folder holds the four IDX files under their usual names, raw or gzipped.
 """
 
+import hashlib
+import http.client
 import os
+import urllib.request
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import DataError
 from .idx import load_idx, save_idx
 
-__all__ = ["load", "load_idx", "save_idx", "search_paths", "NAMES"]
+__all__ = ["load", "fetch", "load_idx", "save_idx", "search_paths", "NAMES", "SOURCES"]
 
 NAMES = ("fashion-mnist", "mnist", "kmnist")
 FILES = {
@@ -25,6 +29,24 @@ FILES = {
     "y_train": "train-labels-idx1-ubyte",
     "x_test": "t10k-images-idx3-ubyte",
     "y_test": "t10k-labels-idx1-ubyte",
+}
+
+# Where `fetch` downloads each data set (mirrors in order) and the SHA-256 of every file, as the
+# projects publish them (cross-checked against several independent public download scripts).
+# KMNIST has none here: without a checksum we could vouch for, its download is refused.
+SOURCES = {
+    "fashion-mnist": (["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"], {
+        "train-images-idx3-ubyte.gz": "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
+        "train-labels-idx1-ubyte.gz": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
+        "t10k-images-idx3-ubyte.gz": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
+        "t10k-labels-idx1-ubyte.gz": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+    }),
+    "mnist": (["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"], {
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    }),
 }
 
 
@@ -40,8 +62,9 @@ def search_paths(name, root=None):
     return paths
 
 
-def load(name_or_path, root=None):
-    """((x_train, y_train), (x_test, y_test)) of an MNIST-like data set, by name or folder."""
+def load(name_or_path, root=None, download=False):
+    """((x_train, y_train), (x_test, y_test)) of an MNIST-like data set, by name or folder.
+    download=True fetches a named set that is not found (see `fetch`)."""
     name = os.fspath(name_or_path)
     if name in NAMES:
         folders = search_paths(name, root)
@@ -53,11 +76,63 @@ def load(name_or_path, root=None):
     for folder in folders:
         if _has_files(folder):
             return _load_folder(folder)
+    if download and name in NAMES:
+        return _load_folder(fetch(name, root))
     tried = "\n  ".join(folders)
     hint = (" (on Debian/Ubuntu: apt-get install dataset-fashion-mnist)" if name == "fashion-mnist"
             else "")
     raise DataError(f"data set {name!r} not found; looked for {', '.join(FILES.values())} "
-                    f"(raw or .gz) in:\n  {tried}\nPut the files in one of those folders{hint}.")
+                    f"(raw or .gz) in:\n  {tried}\nPut the files in one of those folders{hint}"
+                    f"{', or pass download=True (--download)' if name in SOURCES else ''}.")
+
+
+def fetch(name, root=None, timeout=60):
+    """Fetch a named data set's four files into root/<name> (default: $FASTNET_DATA/<name> or
+    ~/.cache/fastnet/<name>), checking each file's SHA-256; returns the folder.
+
+    Each file is written to a temporary file and renamed only once complete and verified, so an
+    interrupted or corrupt download never leaves a file that looks usable."""
+    if name not in SOURCES:
+        raise DataError(f"no verified download source for {name!r} (known: {', '.join(SOURCES)}); "
+                        f"put its four IDX files in {search_paths(name)[-2]}")
+    urls, checksums = SOURCES[name]
+    base = root or os.environ.get("FASTNET_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "fastnet")
+    folder = os.path.join(os.fspath(base), name)
+    os.makedirs(folder, exist_ok=True)
+    for filename, sha256 in checksums.items():
+        target = os.path.join(folder, filename)
+        if os.path.isfile(target) and _sha256_of(target) == sha256:
+            continue
+        failures = []
+        for url in urls:
+            try:
+                _fetch(url + filename, target, sha256, timeout)
+                break
+            except (OSError, http.client.HTTPException, DataError) as err:
+                failures.append(f"{url + filename}: {err}")
+        else:
+            raise DataError(f"could not download {name}'s {filename}:\n  " + "\n  ".join(failures)
+                            + f"\nCopy the four files into {folder} by hand to use them offline.")
+    return folder
+
+
+def _fetch(url, target, sha256, timeout):
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=timeout) as response, atomic_write(target) as f:
+        while chunk := response.read(1 << 20):
+            digest.update(chunk)
+            f.write(chunk)
+        if digest.hexdigest() != sha256:     # raising here discards the temporary file
+            raise DataError(f"SHA-256 mismatch (got {digest.hexdigest()}, expected {sha256}): "
+                            f"corrupt or not the published file")
+
+
+def _sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _find(folder, stem):
