@@ -7,7 +7,7 @@ strict=False, or drop the "optimizer." entries); the optimizer's state as "optim
 Metadata (strings): "format" = "fastnet", "fastnet_version", "spec" (the network, to_spec's JSON,
 with input_shape), "compile" (batch size, loss, optimizer type and arguments, dtype, seed, device),
 "step" (optimizer steps taken), "epoch" (epochs completed by fit), "shuffle_rng" (the state of the
-generator that orders the next epoch's batches), "schedule" (the learning-rate schedule, or null),
+generator that orders the next epoch's batches), "schedule" (the learning-rate schedule, or null), "augment" (fit's augmentation, or null),
 "info" (model.info: free-form JSON, e.g. the input normalisation `fastnet train` used).
 
 No pickle: safetensors holds only raw arrays and strings. Saving is atomic (fastnet/atomic.py):
@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 from . import __version__, schedules
+from .data import augment as augmentation
 from .atomic import atomic_write
 from .errors import CheckpointError, FastnetError
 from .optim import SGD, Adam, AdamW
@@ -51,6 +52,7 @@ def save(model, path):
         "epoch": str(model.epoch),
         "shuffle_rng": json.dumps(model._shuffle_rng.bit_generator.state),
         "schedule": json.dumps(None if model.schedule is None else model.schedule.config()),
+        "augment": json.dumps(None if model.augment is None else model.augment.config()),
         "info": json.dumps(model.info),
     }
     data = to_bytes(tensors, metadata=metadata)
@@ -70,6 +72,7 @@ def load(path, batch_size=None, device=None):
         rng_state = json.loads(metadata["shuffle_rng"])
         schedule = schedules.from_config(json.loads(metadata.get("schedule", "null")))
         info = json.loads(metadata.get("info", "{}"))
+        augment = augmentation.from_config(json.loads(metadata.get("augment", "null")))
         opt_settings = dict(settings["optimizer"])
         optimizer = OPTIMIZERS[opt_settings.pop("type")](**opt_settings)
     except (KeyError, ValueError, TypeError) as err:
@@ -92,7 +95,7 @@ def load(path, batch_size=None, device=None):
         buffer[...] = saved
     model.step, model.epoch = step, epoch
     model._shuffle_rng.bit_generator.state = rng_state
-    model.schedule, model.info = schedule, info
+    model.schedule, model.augment, model.info = schedule, augment, info
     return model
 
 

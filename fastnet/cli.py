@@ -91,6 +91,8 @@ def main(argv=None):
     t.add_argument("--warmup-steps", type=int, default=DEFAULTS["warmup_steps"])
     t.add_argument("--val-split", type=float, default=DEFAULTS["val_split"],
                    help="fraction of the training set held out for validation")
+    t.add_argument("--augment", action="store_true",
+                   help="random shifts of up to 2 pixels and left-right flips")
     t.add_argument("--device", choices=["cpu"], default=DEFAULTS["device"])
     t.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     t.add_argument("--download", action="store_true",

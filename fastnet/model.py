@@ -68,6 +68,7 @@ class Model:
         self.step = 0      # optimizer steps taken
         self.epoch = 0     # epochs completed by fit
         self.schedule = None  # learning-rate schedule used by fit
+        self.augment = None   # data augmentation used by fit
         self.info = {}     # free-form metadata carried in checkpoints (e.g. input normalisation)
         self._warm_up()
         self.plan.initialise()
@@ -173,13 +174,14 @@ class Model:
         return {"loss": total / len(x), "accuracy": accuracy}
 
     def fit(self, x, y, epochs=1, validation_data=None, shuffle=True, verbose=1, schedule=None,
-            initial_epoch=0, callbacks=()):
+            initial_epoch=0, callbacks=(), augment=None):
         """Minibatch training; returns a History. All inputs are checked before any step runs.
 
         As Keras: epochs initial_epoch + 1 .. epochs run (numbered so), and each callback is called
         as callback(model, epoch, figures) after every epoch (to save a checkpoint, say).
-        schedule: a fastnet.schedules schedule setting the learning rate before every step (kept
-        by the model, and in its checkpoints, for later fits)."""
+        schedule: a fastnet.schedules schedule setting the learning rate before every step;
+        augment: a fastnet.data.Augment applied as each batch is assembled. Both are kept by the
+        model, and in its checkpoints, for later fits."""
         x = self._check_x(x, finite=True)
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         if len(x) == 0:
@@ -193,6 +195,10 @@ class Model:
         y = np.ascontiguousarray(y, dtype=self.targets.dtype)
         if schedule is not None:
             self.schedule = schedule
+        if augment is not None:
+            if len(self.input_shape) != 3:
+                raise ShapeError(f"augment needs (C, H, W) images, the model takes {self.input_shape}")
+            self.augment = augment
         history = History()
         for epoch in range(initial_epoch + 1, epochs + 1):
             figures = self._fit_epoch(x, y, epoch, epochs, shuffle, verbose)
@@ -219,7 +225,12 @@ class Model:
         for i, start in enumerate(bar):
             rows = order[start:start + self.batch_size]
             n = len(rows)
-            np.take(x, rows, axis=0, out=self.plan.acts[0][:n])
+            if self.augment is None:
+                np.take(x, rows, axis=0, out=self.plan.acts[0][:n])
+            else:
+                a = self.augment
+                self.k.gather_crop_flip(x, rows, self.plan.acts[0][:n], a.pad, a.flip, a.fill, a.seed,
+                                        self.step)
             np.take(y, rows, axis=0, out=self.targets[:n])
             if self.schedule is not None:
                 self.optimizer.lr = self.schedule(self.step)

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import checkpoint, datasets, models, schedules
 from .atomic import atomic_write
+from .data.augment import Augment
 from .errors import DataError, FastnetError
 from .optim import SGD, Adam, AdamW
 from .spec import from_spec
@@ -29,7 +30,7 @@ ZOO = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn"}
 DEFAULTS = {"model": "cnn", "dataset": "fashion-mnist", "epochs": 3, "batch_size": 64,
             "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0,
             "schedule": "none", "warmup_steps": 0, "val_split": 0.0, "device": "cpu", "seed": 0,
-            "download": False}
+            "download": False, "augment": False}
 
 
 class Log:
@@ -113,6 +114,10 @@ def train(settings, out=None, resume=None):
                                 seed=settings["seed"])
         model.schedule = build_schedule(settings, math.ceil(len(train_set[0]) / settings["batch_size"]))
         model.info = {"normalize": list(normalize), "dataset": settings["dataset"]}
+        if settings.get("augment"):
+            # Shift by up to 2 pixels (padding with black, standardised) and flip left-right.
+            model.augment = Augment(pad=2, flip=True, fill=(0.0 - normalize[0]) / normalize[1],
+                                    seed=settings["seed"])
         metrics = {"settings": settings, "epochs": []}
         with atomic_write(os.path.join(folder, "run.json")) as f:
             f.write(json.dumps(settings, indent=2).encode())

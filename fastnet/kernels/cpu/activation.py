@@ -7,6 +7,8 @@ Backward kernels read the saved forward output y where the derivative is a funct
 import numpy as np
 from numba import njit, prange
 
+from .random import splitmix64
+
 
 @njit(cache=True, parallel=True)
 def relu_forward(x, y):
@@ -112,10 +114,7 @@ def dropout_forward(x, p, seed, offset, mask, y):
     scale = x.dtype.type(1.0 / (1.0 - p))
     zero = x.dtype.type(0)
     for i in prange(x.size):
-        z = np.uint64(seed) + np.uint64(offset + i) * np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
+        z = splitmix64(seed, offset + i)
         u = (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # 53 random bits -> [0, 1)
         keep = scale if u >= p else zero
         mask[i] = keep
