@@ -28,8 +28,8 @@ from .spec import from_spec
 
 ZOO = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn"}
 DEFAULTS = {"model": "cnn", "dataset": "fashion-mnist", "epochs": 3, "batch_size": 64,
-            "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0,
-            "schedule": "none", "warmup_steps": 0, "val_split": 0.0, "device": "cpu", "seed": 0,
+            "optimizer": "adam", "lr": 2e-3, "momentum": 0.9, "weight_decay": 0.0,
+            "schedule": "cosine", "warmup_steps": 0, "val_split": 0.0, "device": "cpu", "seed": 0,
             "download": False, "augment": False}
 
 

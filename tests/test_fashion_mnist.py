@@ -48,3 +48,23 @@ def test_cnn_reaches_90_percent_in_two_epochs(fashion):
     model.fit(x_train, y_train, epochs=2, verbose=0)
     accuracy = model.evaluate(x_test, y_test)["accuracy"]
     assert accuracy >= 0.90, f"cnn test accuracy {accuracy:.4f} after 2 epochs"
+
+
+def test_fastnet_train_defaults_reach_91_percent_and_eval_agrees(fashion, tmp_path):
+    """The project's main job: `fastnet train` with no model arguments (cnn, Adam 2e-3, cosine,
+    batch 64, 3 epochs), then `fastnet eval` of the checkpoint it wrote."""
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "fastnet", "train", "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(metrics["epochs"]) == 3
+    assert metrics["test_accuracy"] >= 0.91, f"fastnet train: test accuracy {metrics['test_accuracy']:.4f}"
+    evaluated = subprocess.run([sys.executable, "-m", "fastnet", "eval",
+                                str(tmp_path / "run" / "model.safetensors"), "--json"],
+                               capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["accuracy"] == metrics["test_accuracy"]
