@@ -76,8 +76,8 @@ def test_train_writes_the_run_folder_and_eval_agrees(dataset, tmp_path):
 def test_resume_is_bit_identical_to_training_straight_through(dataset, tmp_path):
     # No schedule here: a schedule's length is fixed when the run starts (it is saved in the
     # checkpoint), so "1 epoch, then extend to 2" only equals "2 epochs" with a constant lr.
-    common = ("train", "--model", "lenet", "--batch-size", "32", "--optimizer", "sgd", "--lr", "0.01", "--schedule", "none",
-              "--val-split", "0.2", "--seed", "5", "--dataset", str(dataset))
+    common = ("train", "--model", "lenet", "--batch-size", "32", "--optimizer", "sgd", "--lr", "0.01",
+              "--schedule", "none", "--val-split", "0.2", "--seed", "5", "--dataset", str(dataset))
     straight = run_fastnet(*common, "--epochs", "2", "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
     first = run_fastnet(*common, "--epochs", "1", "--out", str(tmp_path / "resumed"))
