@@ -241,7 +241,10 @@ class Model:
             correct += hits or 0
             if verbose and (i % 20 == 0):
                 elapsed = time.perf_counter() - start_time
-                bar.set_postfix(loss=f"{total / seen:.4f}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
+                figures = {"loss": f"{total / seen:.4f}", "img_s": f"{seen / max(elapsed, 1e-9):.0f}"}
+                if self.loss_fn.has_accuracy:
+                    figures["acc"] = f"{correct / seen:.4f}"
+                bar.set_postfix(figures)
         seconds = time.perf_counter() - start_time
         bar.close()
         return {"loss": total / seen,

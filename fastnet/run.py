@@ -49,21 +49,13 @@ def load_data(settings, normalize=None):
     """(train, val, test) as (x, y) pairs, standardised; and the (mean, std) used."""
     (x_train, y_train), (x_test, y_test) = datasets.load(settings["dataset"],
                                                          download=settings.get("download", False))
-    if normalize is None:
-        normalize = (float(x_train.mean()), float(x_train.std()))
-    mean, std = normalize
-    x_train = (x_train - np.float32(mean)) / np.float32(std)
-    x_test = (x_test - np.float32(mean)) / np.float32(std)
+    mean, std = normalize if normalize is not None else (None, None)
+    x_train, x_test, normalize = datasets.standardize(x_train, x_test, mean=mean, std=std)
     val = None
     if settings["val_split"]:
-        if not 0 < settings["val_split"] < 1:
-            raise DataError(f"--val-split must be a fraction in (0, 1), got {settings['val_split']}")
         # A fixed, seeded split: the same images are held out when a run is resumed.
-        order = np.random.default_rng(settings["seed"]).permutation(len(x_train))
-        cut = len(x_train) - int(round(len(x_train) * settings["val_split"]))
-        val = (x_train[order[cut:]], y_train[order[cut:]])
-        x_train, y_train = x_train[order[:cut]], y_train[order[:cut]]
-    return (x_train, y_train), val, (x_test, y_test), (mean, std)
+        (x_train, y_train), val = datasets.split(x_train, y_train, settings["val_split"], settings["seed"])
+    return (x_train, y_train), val, (x_test, y_test), normalize
 
 
 def build_network(settings, classes):
@@ -105,7 +97,6 @@ def train(settings, out=None, resume=None):
         metrics["epochs"] = metrics["epochs"][:model.epoch]    # epochs after the checkpoint are redone
     else:
         folder = out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-        os.makedirs(folder, exist_ok=True)
         train_set, val, test, normalize = load_data(settings)
         classes = int(max(train_set[1].max(), test[1].max())) + 1
         network = build_network(settings, classes)
@@ -119,6 +110,7 @@ def train(settings, out=None, resume=None):
             model.augment = Augment(pad=2, flip=True, fill=(0.0 - normalize[0]) / normalize[1],
                                     seed=settings["seed"])
         metrics = {"settings": settings, "epochs": []}
+        os.makedirs(folder, exist_ok=True)    # only now: a run that cannot start leaves nothing
         with atomic_write(os.path.join(folder, "run.json")) as f:
             f.write(json.dumps(settings, indent=2).encode())
     log = Log(folder)

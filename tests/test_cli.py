@@ -98,11 +98,14 @@ def test_resume_is_bit_identical_to_training_straight_through(dataset, tmp_path)
             assert mine[key] == theirs[key], (mine["epoch"], key)
 
 
-def test_train_reports_a_missing_data_set_clearly(tmp_path):
-    out = run_fastnet("train", "--dataset", "kmnist", env={"FASTNET_DATA": str(tmp_path), "HOME": str(tmp_path)})
+def test_train_reports_a_missing_data_set_clearly_and_leaves_no_run_folder(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "fastnet", "train", "--dataset", "kmnist"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env=dict(os.environ, FASTNET_DATA=str(tmp_path), HOME=str(tmp_path)))
     assert out.returncode == 2
     assert "data set 'kmnist' not found" in out.stderr and str(tmp_path) in out.stderr
     assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_eval_of_a_bad_checkpoint_is_a_clear_error(tmp_path):

@@ -21,7 +21,7 @@ from ..atomic import atomic_write
 from ..errors import DataError
 from .idx import load_idx, save_idx
 
-__all__ = ["load", "fetch", "load_idx", "save_idx", "search_paths", "NAMES", "SOURCES"]
+__all__ = ["load", "fetch", "standardize", "split", "load_idx", "save_idx", "search_paths", "NAMES", "SOURCES"]
 
 NAMES = ("fashion-mnist", "mnist", "kmnist")
 FILES = {
@@ -84,6 +84,27 @@ def load(name_or_path, root=None, download=False):
     raise DataError(f"data set {name!r} not found; looked for {', '.join(FILES.values())} "
                     f"(raw or .gz) in:\n  {tried}\nPut the files in one of those folders{hint}"
                     f"{', or pass download=True (--download)' if name in SOURCES else ''}.")
+
+
+def standardize(x, *others, mean=None, std=None):
+    """(x - mean) / std for x and every array in `others`, with x's own mean and std unless given
+    (as torchvision's Normalize with the training set's statistics). Returns the standardised
+    arrays, then (mean, std)."""
+    mean = float(x.mean()) if mean is None else float(mean)
+    std = float(x.std()) if std is None else float(std)
+    if not std > 0:
+        raise DataError(f"cannot standardise: the standard deviation is {std}")
+    scaled = [(a - np.float32(mean)) / np.float32(std) for a in (x, *others)]
+    return (*scaled, (mean, std))
+
+
+def split(x, y, fraction, seed=0):
+    """((x_train, y_train), (x_val, y_val)): a seeded random `fraction` of the rows held out."""
+    if not 0 < fraction < 1:
+        raise DataError(f"a validation split must be a fraction in (0, 1), got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = len(x) - int(round(len(x) * fraction))
+    return (x[order[:cut]], y[order[:cut]]), (x[order[cut:]], y[order[cut:]])
 
 
 def fetch(name, root=None, timeout=60):
