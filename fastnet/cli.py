@@ -100,10 +100,15 @@ def main(argv=None):
                    help="fetch a named data set that is not found (SHA-256 checked)")
     t.add_argument("--out", help="run folder (default runs/<timestamp>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings")
+    commands.add_parser("bench", help="fastnet vs PyTorch vs NumPy (a source checkout's bench/; "
+                        "`fastnet bench --help` for its options)", add_help=False)
     e = commands.add_parser("eval", help="evaluate a checkpoint on a test set")
     e.add_argument("checkpoint")
     e.add_argument("--dataset", help="default: the one the checkpoint was trained on")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        return bench(argv[1:])
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
@@ -115,6 +120,21 @@ def main(argv=None):
     except FastnetError as err:
         print(f"fastnet: error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def bench(argv):
+    """Run bench/compare.py from the source checkout this fastnet was installed from."""
+    import fastnet
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastnet.__file__)))
+    if not os.path.isfile(os.path.join(root, "bench", "compare.py")):
+        print("fastnet: error: `fastnet bench` runs the benchmarks of a source checkout "
+              "(pip install -e .); none found beside this installation", file=sys.stderr)
+        return 2
+    sys.path.insert(0, root)
+    from bench.compare import main as run_benchmarks
+    run_benchmarks(argv)
     return 0
 
 
