@@ -99,3 +99,32 @@ def test_dense_forward_backward(benchmark, shape):
         k.bias_backward(dy, db)
         k.dense_backward_input(dy, w, dx)
     benchmark(step)
+
+
+@pytest.mark.parametrize("batch", [64, 256])
+def test_softmax_cross_entropy_forward_backward(benchmark, batch):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(batch, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, batch)
+    probs, dlogits = np.zeros_like(logits), np.zeros_like(logits)
+
+    def step():
+        k.cross_entropy_forward(logits, labels, probs)
+        k.cross_entropy_backward(probs, labels, 1.0 / batch, dlogits)
+    benchmark(step)
+
+
+# The flat parameter arrays of the zoo models: the optimizer updates them in one kernel call.
+PARAMETER_COUNTS = {"mlp": 235_146, "cnn": 421_642}
+
+
+@pytest.mark.parametrize("name", PARAMETER_COUNTS)
+@pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
+def test_optimizer_update(benchmark, name, optimizer):
+    rng = np.random.default_rng(0)
+    p, g = (rng.normal(size=PARAMETER_COUNTS[name]).astype(np.float32) for _ in range(2))
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    if optimizer == "sgd_momentum":
+        benchmark(k.sgd_update, p, g, m, 0.01, 0.9, 0.0, False, 0.0, False)
+    else:
+        benchmark(k.adam_update, p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, False, 0.1, 0.03)
