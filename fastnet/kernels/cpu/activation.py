@@ -70,20 +70,28 @@ def tanh_backward(y, dy, dx):
         dx[i] = dy[i] * (one - y[i] * y[i])
 
 
+@njit(cache=True)
+def softmax_row(x, n, y):
+    """y[n] = softmax(x[n]) with the row maximum m subtracted for stability; returns
+    log(sum_j exp(x[n, j])) = m + log(sum_j exp(x[n, j] - m)), the row's log-sum-exp."""
+    m = x[n, 0]
+    for j in range(1, x.shape[1]):
+        m = max(m, x[n, j])
+    total = x.dtype.type(0)
+    for j in range(x.shape[1]):
+        e = np.exp(x[n, j] - m)
+        y[n, j] = e
+        total += e
+    for j in range(x.shape[1]):
+        y[n, j] /= total
+    return m + np.log(total)
+
+
 @njit(cache=True, parallel=True)
 def softmax_forward(x, y):
-    """Row-wise softmax of a (n, classes) array, max subtracted for stability."""
+    """Row-wise softmax of a (n, classes) array."""
     for n in prange(x.shape[0]):
-        m = x[n, 0]
-        for j in range(1, x.shape[1]):
-            m = max(m, x[n, j])
-        total = x.dtype.type(0)
-        for j in range(x.shape[1]):
-            e = np.exp(x[n, j] - m)
-            y[n, j] = e
-            total += e
-        for j in range(x.shape[1]):
-            y[n, j] /= total
+        softmax_row(x, n, y)
 
 
 @njit(cache=True, parallel=True)

@@ -6,6 +6,8 @@ the caller divides, so the mean is over the rows actually present in a smaller l
 import numpy as np
 from numba import njit, prange
 
+from .activation import softmax_row
+
 
 @njit(cache=True)
 def cross_entropy_forward(logits, labels, probs):
@@ -16,17 +18,7 @@ def cross_entropy_forward(logits, labels, probs):
     """
     total = 0.0
     for n in range(logits.shape[0]):
-        m = logits[n, 0]
-        for j in range(1, logits.shape[1]):
-            m = max(m, logits[n, j])
-        s = logits.dtype.type(0)
-        for j in range(logits.shape[1]):
-            e = np.exp(logits[n, j] - m)
-            probs[n, j] = e
-            s += e
-        for j in range(logits.shape[1]):
-            probs[n, j] /= s
-        total += np.log(s) + m - logits[n, labels[n]]
+        total += softmax_row(logits, n, probs) - logits[n, labels[n]]
     return total
 
 
