@@ -13,9 +13,9 @@ __version__ = "0.1.0"
 
 from . import data, losses, models, schedules, threads
 from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError, SpecError
-from .graph import Sequential
-from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer,
-                     LeakyReLU, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh)
+from .graph import Graph, Input, Sequential
+from .layers import (Add, AvgPool2D, BatchNorm1D, BatchNorm2D, Concat, Conv2D, Dense, Dropout, Flatten,
+                     GlobalAvgPool2D, Layer, LeakyReLU, MaxPool2D, ReLU, Sigmoid, Slice, Softmax, Tanh)
 from .model import History, Model
 from .optim import SGD, Adam, AdamW
 from .spec import from_spec, to_spec

@@ -1,151 +1,124 @@
-"""Networks as static graphs, compiled once into a plan: an order, shapes, and every buffer.
+"""Networks as static graphs of layers: Sequential (a chain) and Graph (Keras' functional API).
 
-The internal form is a DAG of nodes (a node = a layer applied to input nodes). `Sequential`
-is the chain special case. Compiling:
-  1. orders the nodes and infers every shape, with a ShapeError naming the layer on a mismatch;
-  2. names parameters as torch.nn.Sequential does ("{index}.weight", or "{name}.weight");
-  3. allocates all parameters and gradients in two flat arrays (one optimizer kernel call per
-     step, one memset to clear), activations and gradients per node, workspaces per layer,
-     all for `batch_size` rows; a smaller batch uses views `buf[:n]`;
-  4. runs every kernel once (Numba compiles it), then initialises the parameters.
+    x = fn.Input((1, 28, 28))
+    h = fn.Conv2D(16, 3, padding=1, name="conv1")(x)
+    out = fn.Dense(10)(fn.Flatten()(fn.ReLU()(h)))
+    model = fn.Graph(inputs=x, outputs=out).compile(batch_size=64)
+
+Both hand the compiler (fastnet/plan.py) the same thing: an input node and the layer nodes in a
+topological order ending with the output. A node is one output of a layer applied to input nodes.
 """
-
-import math
 
 import numpy as np
 
 from .errors import ShapeError
-from .layers.base import Layer, Slot, WorkspaceSpec
+from .layers.base import Layer
 
 
 class Node:
-    """A tensor in the graph: the output of `layer` applied to `inputs` (None for the graph input)."""
+    """A tensor in the graph: output `output_index` of `layer` applied to `inputs`
+    (layer None: a graph input, named `name`)."""
 
-    def __init__(self, layer, inputs, shape=None):
+    def __init__(self, layer, inputs, shape=None, output_index=0, name=None):
         self.layer = layer
         self.inputs = list(inputs)
         self.shape = shape
+        self.output_index = output_index
+        self._name = name
+
+    @property
+    def name(self):
+        if self.layer is None:
+            return self._name or "input"
+        label = self.layer.describe()
+        return f"{label}:{self.output_index}" if self.layer.n_outputs > 1 else label
+
+    def __repr__(self):
+        return f"<fastnet node {self.name} {self.shape}>"
 
 
-class Plan:
-    """The compiled network: slots in execution order and the arrays they use."""
-
-    def __init__(self, input_node, nodes, batch_size, dtype, seed):
-        self.input_node = input_node
-        self.nodes = nodes                      # topological order, input node excluded
-        self.output_node = nodes[-1]
-        self.batch_size = batch_size
-        self.dtype = np.dtype(dtype)
-        self._check_structure()
-        self._infer_shapes()
-        self._allocate(np.random.default_rng(seed))
-
-    # -- compile steps ------------------------------------------------------------------
-    def _check_structure(self):
-        seen = set()
-        for node in self.nodes:
-            if id(node.layer) in seen:
-                raise ShapeError(f"layer {node.layer.describe()} appears twice in the network; "
-                                 f"sharing a layer between two places is not supported")
-            seen.add(id(node.layer))
-        consumers = {}
-        for node in self.nodes:
-            for src in node.inputs:
-                consumers[id(src)] = consumers.get(id(src), 0) + 1
-        if any(count > 1 for count in consumers.values()):
-            raise ShapeError("a tensor read by several layers (fan-out) is not supported yet")
-
-    def _infer_shapes(self):
-        for index, node in enumerate(self.nodes):
-            in_shapes = [tuple(src.shape) for src in node.inputs]
-            try:
-                node.shape = tuple(int(d) for d in node.layer.output_shape(in_shapes))
-            except ShapeError as err:
-                raise ShapeError(f"layer {index} ({node.layer.describe()}): {err}; "
-                                 f"input shape {in_shapes[0] if len(in_shapes) == 1 else in_shapes}"
-                                 ) from None
-            if any(d < 1 for d in node.shape):
-                raise ShapeError(f"layer {index} ({node.layer.describe()}): input {in_shapes} gives "
-                                 f"an empty output {node.shape}")
-
-    def _allocate(self, rng):
-        dtype, batch = self.dtype, self.batch_size
-        names = [self._prefix(i, node.layer) for i, node in enumerate(self.nodes)]
-        if len(set(names)) != len(names):
-            raise ShapeError(f"layer names must be unique, got {names}")
-        param_shapes = [node.layer.param_shapes([s.shape for s in node.inputs]) for node in self.nodes]
-        total = sum(math.prod(shape) for shapes in param_shapes for shape in shapes.values())
-        self.flat_params = np.zeros(total, dtype)
-        self.flat_grads = np.zeros(total, dtype)
-        self.param_names, self.buffer_names = [], []
-        self.slots = []
-        offset = 0
-        for index, (node, prefix, shapes) in enumerate(zip(self.nodes, names, param_shapes)):
-            in_shapes = [s.shape for s in node.inputs]
-            params, grads = {}, {}
-            for short, shape in shapes.items():
-                size = math.prod(shape)
-                params[short] = self.flat_params[offset:offset + size].reshape(shape)
-                grads[short] = self.flat_grads[offset:offset + size].reshape(shape)
-                self.param_names.append((f"{prefix}.{short}", index, short))
-                offset += size
-            buffers = {short: np.zeros(shape, dtype)
-                       for short, shape in node.layer.buffer_shapes(in_shapes).items()}
-            self.buffer_names += [(f"{prefix}.{short}", index, short) for short in buffers]
-            workspace = {name: _allocate_workspace(spec, batch, dtype)
-                         for name, spec in node.layer.workspace_shapes(in_shapes).items()}
-            seed = int(rng.integers(2**62))
-            self.slots.append(Slot(node.layer, index, prefix, params, grads, buffers, workspace, seed))
-        # One activation and one gradient buffer per tensor, the input's included.
-        tensors = [self.input_node] + self.nodes
-        self.position = {id(t): i for i, t in enumerate(tensors)}
-        self.acts = [np.zeros((batch, *t.shape), dtype) for t in tensors]
-        self.grads = [np.zeros((batch, *t.shape), dtype) for t in tensors]
-        self.inputs_of = [[self.position[id(src)] for src in node.inputs] for node in self.nodes]
-        self.init_rng = rng
-
-    @staticmethod
-    def _prefix(index, layer):
-        return layer.name if layer.name else str(index)
-
-    # -- running ------------------------------------------------------------------------
-    def initialise(self):
-        """Fill parameters and buffers from the layers' initialisers (seeded at compile)."""
-        for slot, node in zip(self.slots, self.nodes):
-            slot.layer.init_params(slot.params, slot.buffers, [s.shape for s in node.inputs],
-                                   self.init_rng)
-
-    def forward(self, k, n, train):
-        acts = self.acts
-        for slot, inputs, out in zip(self.slots, self.inputs_of, range(1, len(acts))):
-            xs = [acts[i][:n] for i in inputs]
-            slot.layer.forward(k, slot, xs, acts[out][:n], train)
-        return acts[-1][:n]
-
-    def backward(self, k, n, input_grad):
-        """Back-propagate self.grads[-1][:n] (set by the loss) down to every parameter."""
-        acts, grads = self.acts, self.grads
-        for out in range(len(self.slots), 0, -1):
-            slot, inputs = self.slots[out - 1], self.inputs_of[out - 1]
-            xs = [acts[i][:n] for i in inputs]
-            dxs = [grads[i][:n] if (i != 0 or input_grad) else None for i in inputs]
-            slot.layer.backward(k, slot, xs, acts[out][:n], grads[out][:n], dxs)
-
-    def set_step(self, step, row_offset=0):
-        for slot in self.slots:
-            slot.step = step
-            slot.row_offset = row_offset
+def Input(shape, name=None):
+    """A graph input: the per-sample shape (no batch axis), e.g. Input((1, 28, 28))."""
+    if name is not None and (not isinstance(name, str) or not name or ":" in name):
+        raise ShapeError(f"an Input name must be a non-empty string without ':', got {name!r}")
+    return Node(None, [], _as_shape(shape), name=name)
 
 
-def _allocate_workspace(spec, batch, dtype):
-    if not isinstance(spec, WorkspaceSpec):
-        spec = WorkspaceSpec(spec)
-    shape = (batch, *spec.shape) if spec.per_sample else spec.shape
-    return np.zeros(shape, spec.dtype or dtype)
+def infer_shapes(node, where=""):
+    """Every output shape of node's layer from its inputs' shapes; a ShapeError names the inputs."""
+    layer, in_shapes = node.layer, [tuple(src.shape) for src in node.inputs]
+    try:
+        shapes = [tuple(int(d) for d in s) for s in layer.output_shapes(in_shapes)]
+    except ShapeError as err:
+        sources = ", ".join(f"{src.name} {tuple(src.shape)}" for src in node.inputs)
+        raise ShapeError(f"{where}{err}; input shape {in_shapes[0] if len(in_shapes) == 1 else in_shapes}"
+                         f" (from {sources})") from None
+    for shape in shapes:
+        if any(d < 1 for d in shape):
+            raise ShapeError(f"{where}{layer.describe()}: input {in_shapes} gives an empty output {shape}")
+    return shapes
 
 
-class Sequential:
-    """A chain of layers, as torch.nn.Sequential / keras.Sequential."""
+def check_no_shared_layers(nodes):
+    """A layer may appear in several nodes only as the outputs of one call (Slice's sections)."""
+    calls = {}
+    for node in nodes:
+        calls.setdefault(id(node.layer), []).append(node)
+    for same in calls.values():
+        first = same[0]
+        if any(n.inputs != first.inputs for n in same[1:]) or len(same) > first.layer.n_outputs:
+            raise ShapeError(f"layer {first.layer.describe()} appears twice in the network; sharing a "
+                             f"layer (and its weights) between two places is not supported: create "
+                             f"one layer per call")
+
+
+def call_layer(layer, inputs):
+    """layer(*inputs) in the functional API: new node(s), shapes inferred now so a mismatch shows
+    where the layer is called."""
+    if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
+        inputs = tuple(inputs[0])      # Add()([a, b]) as in Keras, or Add()(a, b)
+    for src in inputs:
+        if not isinstance(src, Node):
+            raise TypeError(f"{layer.describe()}: call a layer on graph nodes (fastnet.Input or a "
+                            f"layer's output), got {type(src).__name__}")
+    if not inputs:
+        raise ShapeError(f"{layer.describe()}: called on no inputs")
+    if layer.n_inputs is not None and len(inputs) != layer.n_inputs:
+        raise ShapeError(f"{layer.describe()}: takes {layer.n_inputs} input(s), got {len(inputs)}")
+    nodes = [Node(layer, inputs, output_index=i) for i in range(layer.n_outputs)]
+    for node, shape in zip(nodes, infer_shapes(nodes[0])):
+        node.shape = shape
+    return nodes if layer.n_outputs > 1 else nodes[0]
+
+
+class Network:
+    """What Sequential and Graph share: compile() into a Model."""
+
+    input_shape = None
+
+    def nodes(self, input_shape):
+        """(input node, layer nodes in a topological order ending with the output)."""
+        raise NotImplementedError
+
+    def compile(self, input_shape=None, batch_size=None, loss="cross_entropy", optimizer=None,
+                device="cpu", seed=0, dtype="float32"):
+        """Infer shapes, allocate every buffer, compile every kernel: returns a Model.
+        input_shape may be left out when the network knows it (a Graph's Input, a spec)."""
+        from .model import Model
+        if input_shape is None:
+            input_shape = self.input_shape
+        if input_shape is None:
+            raise ShapeError("compile() needs the input_shape (per sample, no batch axis)")
+        if batch_size is None:
+            raise ShapeError("compile() needs the batch_size")
+        input_node, nodes = self.nodes(_as_shape(input_shape))
+        return Model(self, input_node, nodes, batch_size=batch_size, loss=loss, optimizer=optimizer,
+                     device=device, seed=seed, dtype=dtype)
+
+
+class Sequential(Network):
+    """A chain of layers, as torch.nn.Sequential / keras.Sequential. Parameters are named
+    "{index}.weight", or "{name}.weight" for a layer given a name."""
 
     def __init__(self, layers=None, input_shape=None):
         self.layers = []
@@ -157,39 +130,139 @@ class Sequential:
     def add(self, layer):
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential takes fastnet layers, got {type(layer).__name__}")
+        if layer.n_outputs != 1:
+            raise ShapeError(f"{layer.describe()} has {layer.n_outputs} outputs: use it in a fastnet.Graph")
         self.layers.append(layer)
         return self
 
-    def nodes(self, input_shape):
-        """The chain as graph nodes: (input node, nodes in order)."""
-        input_node = Node(None, [], tuple(input_shape))
-        nodes, prev = [], input_node
-        for layer in self.layers:
-            prev = Node(layer, [prev])
-            nodes.append(prev)
-        return input_node, nodes
+    def layer_names(self):
+        return [layer.name or str(index) for index, layer in enumerate(self.layers)]
 
-    def compile(self, input_shape=None, batch_size=None, loss="cross_entropy", optimizer=None,
-                device="cpu", seed=0, dtype="float32"):
-        """Infer shapes, allocate every buffer, compile every kernel: returns a Model.
-        input_shape may be left out when the network knows it (from a spec)."""
-        from .model import Model
+    def nodes(self, input_shape):
         if not self.layers:
             raise ShapeError("Sequential has no layers")
-        if input_shape is None:
-            input_shape = self.input_shape
-        if input_shape is None:
-            raise ShapeError("compile() needs the input_shape (per sample, no batch axis)")
-        if batch_size is None:
-            raise ShapeError("compile() needs the batch_size")
-        input_shape = _as_shape(input_shape)
-        input_node, nodes = self.nodes(input_shape)
-        return Model(self, input_node, nodes, batch_size=batch_size, loss=loss, optimizer=optimizer,
-                     device=device, seed=seed, dtype=dtype)
+        input_node = Node(None, [], tuple(input_shape))
+        nodes, prev = [], input_node
+        for index, layer in enumerate(self.layers):
+            prev = Node(layer, [prev])
+            prev.shape = infer_shapes(prev, f"layer {index} ({layer.describe()}): ")[0]
+            nodes.append(prev)
+        check_no_shared_layers(nodes)
+        return input_node, nodes
 
     def __repr__(self):
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"Sequential([\n  {inner}\n])"
+
+
+class Graph(Network):
+    """A DAG of layers from the functional API: Graph(inputs=x, outputs=y) with x a fastnet.Input
+    and y a node computed from it (one input and one output, as the model's fit/predict take one
+    x and one loss). Layers without a name get one per type, in order: conv2d_1, conv2d_2, ...
+    so parameters are "conv2d_1.weight" or "{name}.weight"."""
+
+    def __init__(self, inputs, outputs):
+        self.input = _single(inputs, "inputs")
+        self.output = _single(outputs, "outputs")
+        if self.input.layer is not None:
+            raise ShapeError(f"Graph inputs must be fastnet.Input nodes, {self.input.name} is a "
+                             f"layer's output")
+        self._nodes = _topological_order(self.output)
+        self._check(self._nodes)
+        self.layers = _unique_layers(self._nodes)
+        _name_layers(self.layers)
+        self.input_shape = tuple(self.input.shape)
+
+    def _check(self, nodes):
+        if not nodes:
+            raise ShapeError(f"Graph output {self.output.name} is its input: the graph has no layers")
+        reached = {id(src) for node in nodes for src in node.inputs if src.layer is None}
+        if id(self.input) not in reached:
+            raise ShapeError(f"Graph input {self.input.name} is unused: the output "
+                             f"{self.output.name} does not depend on it")
+        for node in nodes:
+            for src in node.inputs:
+                if src.layer is None and src is not self.input:
+                    raise ShapeError(f"{node.name} reads the input {src.name}, which is not the "
+                                     f"graph's input {self.input.name}; the output is unreachable "
+                                     f"from the given inputs")
+        check_no_shared_layers(nodes)
+
+    def layer_names(self):
+        return [layer.name for layer in self.layers]
+
+    def nodes(self, input_shape):
+        if tuple(input_shape) != self.input_shape:
+            raise ShapeError(f"this Graph's Input has shape {self.input_shape}; compile() was given "
+                             f"input_shape {tuple(input_shape)}")
+        for node in self._nodes:     # shapes were inferred at each call; checked again here
+            node.shape = infer_shapes(node)[node.output_index]
+        return self.input, list(self._nodes)
+
+    def __repr__(self):
+        lines = []
+        for node in self._nodes:
+            sources = ", ".join(src.name for src in node.inputs)
+            lines.append(f"{node.name} = {node.layer!r}({sources})")
+        return "Graph([\n  " + ",\n  ".join(lines) + "\n])"
+
+
+def _single(value, what):
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise ShapeError(f"Graph takes one input and one output (fit/predict take one x and one "
+                             f"loss), got {len(value)} {what}")
+        value = value[0]
+    if not isinstance(value, Node):
+        raise TypeError(f"Graph {what} must be graph nodes (fastnet.Input or a layer's output), "
+                        f"got {type(value).__name__}")
+    return value
+
+
+def _topological_order(output):
+    """Layer nodes the output depends on, each after its inputs, the output last (depth-first
+    post-order, iterative so deep networks do not hit the recursion limit). Nodes made by calling
+    layers on existing nodes cannot form a cycle; a spec file's cycles are caught when it is read."""
+    order, done, stack = [], set(), [(output, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if node.layer is None or id(node) in done:
+            continue
+        if expanded:
+            done.add(id(node))
+            order.append(node)
+            continue
+        stack.append((node, True))
+        for src in reversed(node.inputs):
+            if id(src) not in done:
+                stack.append((src, False))
+    return order
+
+
+def _unique_layers(nodes):
+    layers, seen = [], set()
+    for node in nodes:
+        if id(node.layer) not in seen:
+            seen.add(id(node.layer))
+            layers.append(node.layer)
+    return layers
+
+
+def _name_layers(layers):
+    """Give every unnamed layer a unique "{type}_{k}" name (as Keras does), k counting from 1."""
+    taken = {layer.name for layer in layers if layer.name}  # duplicates are the plan's error
+    counters = {}
+    for layer in layers:
+        if layer.name:
+            continue
+        base = layer.type_name.lower()
+        while True:
+            counters[base] = counters.get(base, 0) + 1
+            candidate = f"{base}_{counters[base]}"
+            if candidate not in taken:
+                break
+        layer.name = candidate
+        taken.add(candidate)
 
 
 def _as_shape(shape):

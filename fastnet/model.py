@@ -13,7 +13,7 @@ import numpy as np
 
 from . import kernels, losses
 from .errors import CheckpointError, DataError, DivergenceError, ShapeError
-from .graph import Plan
+from .plan import Plan
 from .optim import SGD, Optimizer
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -57,7 +57,9 @@ class Model:
         if not isinstance(self.optimizer, Optimizer):
             raise TypeError(f"optimizer must be fn.SGD, fn.Adam or fn.AdamW, got {optimizer!r}")
         seeds = np.random.SeedSequence(seed).spawn(2)
-        self.plan = Plan(input_node, nodes, self.batch_size, self.dtype, np.random.default_rng(seeds[0]))
+        names = dict(zip(map(id, network.layers), network.layer_names()))
+        self.plan = Plan(input_node, nodes, [names[id(node.layer)] for node in nodes], self.batch_size,
+                         self.dtype, np.random.default_rng(seeds[0]))
         self._shuffle_rng = np.random.default_rng(seeds[1])
         self.input_shape = tuple(input_node.shape)
         self.output_shape = tuple(self.plan.output_node.shape)
@@ -330,14 +332,25 @@ class Model:
         checkpoint.save(self, path)
 
     def summary(self):
-        lines = [f"{'layer':<24}{'output shape':<20}{'parameters':>12}"]
+        """A table of layers, output shapes and parameter counts (and each layer's inputs when the
+        network is not a chain), with the memory the buffers take."""
+        plan = self.plan
+        tensors = [plan.input_node] + plan.nodes
+        chain = all(node.inputs == [tensors[i]] for i, node in enumerate(plan.nodes))
         counts = {}
-        for name, index, short in self.plan.param_names:
-            counts[index] = counts.get(index, 0) + self.plan.slots[index].params[short].size
-        for index, (slot, node) in enumerate(zip(self.plan.slots, self.plan.nodes)):
-            label = f"{slot.prefix} {slot.layer.type_name}"
-            lines.append(f"{label:<24}{str(node.shape):<20}{counts.get(index, 0):>12,}")
-        lines.append(f"total parameters: {self.plan.flat_params.size:,}")
+        for name, index, short in plan.param_names:
+            counts[index] = counts.get(index, 0) + plan.slots[index].params[short].size
+        lines = [f"{'layer':<24}{'output shape':<20}{'parameters':>12}" + ("" if chain else "  inputs")]
+        for index, (slot, node) in enumerate(zip(plan.slots, plan.nodes)):
+            label = f"{slot.prefix if chain else node.name} {slot.layer.type_name}"
+            line = f"{label:<24}{str(node.shape):<20}{counts.get(index, 0):>12,}"
+            lines.append(line if chain else line + "  " + ", ".join(src.name for src in node.inputs))
+        lines.append(f"total parameters: {plan.flat_params.size:,}")
+        memory = plan.memory
+        lines.append(f"buffers at batch {self.batch_size}: activations {memory['activations'] / 2**20:.1f} MiB, "
+                     f"gradients {memory['gradients'] / 2**20:.1f} MiB (shared between tensors whose "
+                     f"gradients are not live at once; {memory['gradients_unshared'] / 2**20:.1f} MiB "
+                     f"unshared)")
         return "\n".join(lines)
 
 

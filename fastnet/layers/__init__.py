@@ -5,6 +5,7 @@ from .base import Layer, Slot, WorkspaceSpec
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .merge import Add, Concat, Slice
 from .norm import BatchNorm1D, BatchNorm2D
 from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .reshape import Flatten

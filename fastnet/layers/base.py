@@ -10,6 +10,8 @@ Arrays given to `forward`/`backward` are batched: `(n, *shape)` with n <= the
 compiled batch size (a smaller last batch gets views of the same buffers).
 
 - `output_shape(input_shapes)` checks the inputs (raise ShapeError) and returns the output shape.
+  A layer with several outputs (Slice) sets `n_outputs` and returns them all from `output_shapes`;
+  each output is its own node, and slot.output_index says which one a call computes.
 - `param_shapes(input_shapes)` -> {short name: shape} of trainable parameters, in PyTorch's layout.
 - `buffer_shapes(input_shapes)` -> {short name: shape} of non-trainable state saved in state_dict
   (BatchNorm's running statistics).
@@ -20,8 +22,13 @@ compiled batch size (a smaller last batch gets views of the same buffers).
 - `forward(k, slot, xs, y, train)` writes y from the inputs xs (a list, one array per input).
 - `backward(k, slot, xs, y, dy, dxs)` reads dy, writes each dxs[i] that is not None (None means
   that input's gradient is not needed), and writes the parameter gradients slot.grads[...].
-  Parameter gradients are written, not accumulated: every parameter belongs to exactly one
-  layer call in a graph, so there is nothing to add to, and np.dot(a, b, out) has no beta.
+  A tensor read by several layers gets the sum of their gradients: the first reader to run
+  backward writes its gradient buffer, later readers must add. A layer that can add in place sets
+  `accumulates = True` and adds into dxs[i] where slot.accumulate[i] is true; for any other layer
+  the plan hands over a scratch buffer and adds it afterwards.
+  Parameter gradients are written, not accumulated: a layer is called at one place in a graph
+  (sharing one layer between places is refused), so there is nothing to add to, and
+  np.dot(a, b, out) has no beta.
 
 `k` is the kernel namespace (fastnet.kernels.cpu): layers call kernels only through it.
 """
@@ -62,7 +69,7 @@ class WorkspaceSpec:
 class Slot:
     """One layer's compiled state inside one model."""
 
-    def __init__(self, layer, index, prefix, params, grads, buffers, workspace, seed):
+    def __init__(self, layer, index, prefix, params, grads, buffers, workspace, seed, output_index=0):
         self.layer = layer
         self.index = index          # position in the compiled plan
         self.prefix = prefix        # parameter name prefix: "0", "conv1", ...
@@ -73,6 +80,8 @@ class Slot:
         self.seed = seed            # per-layer seed for stochastic layers (Dropout)
         self.step = 0               # the model's optimizer step, kept up to date by the model
         self.row_offset = 0         # index of the batch's first row within a longer forward(x)
+        self.output_index = output_index  # which output of a several-output layer this call computes
+        self.accumulate = []        # per input: add into its gradient instead of writing (see Layer)
 
     def work(self, name, n):
         """Workspace `name` for a batch of n rows (a view, no copy)."""
@@ -82,10 +91,20 @@ class Slot:
 class Layer(ABC):
     """Base class: a layer with no parameters, no buffers and no workspace unless it declares them."""
 
-    n_inputs = 1
+    n_inputs = 1        # None: any number (Add, Concat)
+    n_outputs = 1
+    accumulates = False  # backward can add into dxs[i] where slot.accumulate[i]
 
     def __init__(self, name=None):
+        if name is not None and (not isinstance(name, str) or not name or ":" in name):
+            raise ShapeError(f"a layer name must be a non-empty string without ':', got {name!r}")
         self.name = name
+
+    def __call__(self, *inputs):
+        """Functional API: the layer applied to graph nodes (fastnet.Input or other layers'
+        outputs) gives a node, or a list of nodes for a layer with several outputs."""
+        from ..graph import call_layer  # graph.py builds on layers; calling one is a graph step
+        return call_layer(self, inputs)
 
     @property
     def type_name(self):
@@ -108,6 +127,10 @@ class Layer(ABC):
     @abstractmethod
     def output_shape(self, input_shapes):
         """Check the per-sample input shapes and return the output shape."""
+
+    def output_shapes(self, input_shapes):
+        """Every output's shape: one unless the layer has several outputs."""
+        return [self.output_shape(input_shapes)]
 
     def image_input(self, input_shapes, hint=""):
         """The one (channels, height, width) input shape, or a ShapeError naming this layer."""

@@ -8,6 +8,7 @@ from .augment import gather_crop_flip
 from .conv import conv2d_backward, conv2d_forward
 from .dense import (bias_backward, dense_backward_input, dense_backward_weight, dense_forward,
                     dense_forward_nobias)
+from .merge import accumulate, add_forward, copy_channels, fill
 from .loss import (count_correct, cross_entropy_backward, cross_entropy_forward, mse_backward,
                    mse_forward)
 from .norm import (batchnorm_backward, batchnorm_forward_eval,

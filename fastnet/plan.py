@@ -1,0 +1,198 @@
+"""A network compiled into a plan: an order, shapes, and every buffer, allocated once.
+
+Given the input node and the layer nodes in a topological order (fastnet/graph.py), the plan:
+  1. names parameters "{prefix}.{short}" (prefix: a Sequential's index, or the layer's name);
+  2. allocates all parameters and gradients in two flat arrays (one optimizer kernel call per
+     step, one memset to clear), an activation buffer per tensor, workspaces per layer call,
+     all for `batch_size` rows; a smaller batch uses views `buf[:n]`;
+  3. schedules backward: a tensor read by several layers gets the sum of their gradients. The first
+     reader to run backward writes the tensor's gradient; a later reader adds into it (layers that
+     can, see Layer.accumulates) or writes a scratch buffer that is then added;
+  4. shares gradient buffers between tensors whose gradients are never live at once: a tensor's
+     gradient lives from its first reader's backward to its producer's backward.
+Model runs every kernel once after this (Numba compiles it), then initialises the parameters.
+"""
+
+import math
+
+import numpy as np
+
+from .errors import ShapeError
+from .layers.base import Slot, WorkspaceSpec
+
+WRITE, ACCUMULATE, SCRATCH = "write", "accumulate", "scratch"
+
+
+class Plan:
+    """The compiled network: slots in execution order and the arrays they use."""
+
+    def __init__(self, input_node, nodes, prefixes, batch_size, dtype, rng):
+        self.input_node = input_node
+        self.nodes = nodes                      # topological order, input node excluded
+        self.output_node = nodes[-1]
+        self.batch_size = batch_size
+        self.dtype = np.dtype(dtype)
+        tensors = [input_node] + nodes
+        self.position = {id(t): i for i, t in enumerate(tensors)}
+        self.inputs_of = [[self.position[id(src)] for src in node.inputs] for node in nodes]
+        self._allocate_layers(prefixes, rng)
+        self.acts = [np.zeros((batch_size, *t.shape), self.dtype) for t in tensors]
+        self._schedule_backward()
+        self.init_rng = rng
+
+    # -- compile steps ------------------------------------------------------------------
+    def _allocate_layers(self, prefixes, rng):
+        """Parameters (flat), buffers and workspaces; one Slot per node. The nodes of one
+        several-output layer (Slice) share its (parameter-free) state."""
+        dtype, batch = self.dtype, self.batch_size
+        first_node = {}
+        for index, node in enumerate(self.nodes):
+            first_node.setdefault(id(node.layer), index)
+        names = [prefixes[i] for i in first_node.values()]
+        if len(set(names)) != len(names):
+            duplicates = sorted({name for name in names if names.count(name) > 1})
+            raise ShapeError(f"layer names must be unique, got {', '.join(duplicates)} more than once")
+        param_shapes = {i: self.nodes[i].layer.param_shapes([s.shape for s in self.nodes[i].inputs])
+                        for i in first_node.values()}
+        total = sum(math.prod(shape) for shapes in param_shapes.values() for shape in shapes.values())
+        self.flat_params = np.zeros(total, dtype)
+        self.flat_grads = np.zeros(total, dtype)
+        self.param_names, self.buffer_names, self.slots = [], [], []
+        offset, state = 0, {}
+        for index, (node, prefix) in enumerate(zip(self.nodes, prefixes)):
+            in_shapes = [s.shape for s in node.inputs]
+            if id(node.layer) not in state:
+                params, grads = {}, {}
+                for short, shape in param_shapes[index].items():
+                    size = math.prod(shape)
+                    params[short] = self.flat_params[offset:offset + size].reshape(shape)
+                    grads[short] = self.flat_grads[offset:offset + size].reshape(shape)
+                    self.param_names.append((f"{prefix}.{short}", index, short))
+                    offset += size
+                buffers = {short: np.zeros(shape, dtype)
+                           for short, shape in node.layer.buffer_shapes(in_shapes).items()}
+                self.buffer_names += [(f"{prefix}.{short}", index, short) for short in buffers]
+                state[id(node.layer)] = (params, grads, buffers)
+            params, grads, buffers = state[id(node.layer)]
+            workspace = {name: _allocate_workspace(spec, batch, dtype)
+                         for name, spec in node.layer.workspace_shapes(in_shapes).items()}
+            seed = int(rng.integers(2**62))
+            self.slots.append(Slot(node.layer, index, prefix, params, grads, buffers, workspace, seed,
+                                   node.output_index))
+
+    def _schedule_backward(self):
+        """For every layer call, in backward order, how each input gradient is produced, and
+        gradient buffers shared between tensors whose gradients are not live at the same time."""
+        count = len(self.nodes) + 1
+        sizes = [self.batch_size * math.prod(t.shape) for t in [self.input_node] + self.nodes]
+        written = [False] * count
+        written[-1] = True                       # the loss writes the output's gradient
+        pool = _BufferPool()
+        block_of = [None] * count          # tensor -> index of its gradient's buffer
+        block_of[-1] = pool.take(sizes[-1])
+        self.backward_edges = [None] * len(self.nodes)
+        for out in range(count - 1, 0, -1):
+            slot, edges = self.slots[out - 1], []
+            for src in self.inputs_of[out - 1]:
+                if not written[src]:
+                    mode = WRITE
+                    written[src] = True
+                    block_of[src] = pool.take(sizes[src])
+                else:
+                    mode = ACCUMULATE if slot.layer.accumulates else SCRATCH
+                edges.append([src, mode, pool.take(sizes[src]) if mode == SCRATCH else None])
+            slot.accumulate = [mode == ACCUMULATE for _, mode, _ in edges]
+            self.backward_edges[out - 1] = edges
+            for _, mode, block in edges:
+                if mode == SCRATCH:
+                    pool.give_back(block)        # added into the tensor's gradient right after
+            pool.give_back(block_of[out])  # read as dy for the last time
+        blocks = [np.zeros(size, self.dtype) for size in pool.sizes]
+        self.grads = [self._view(blocks[block], position)
+                      for position, block in enumerate(block_of)]
+        for edges in self.backward_edges:
+            for edge in edges:
+                if edge[1] == SCRATCH:
+                    edge[2] = self._view(blocks[edge[2]], edge[0])
+        itemsize = self.dtype.itemsize
+        scratch = sum(sizes[e[0]] for edges in self.backward_edges for e in edges if e[1] == SCRATCH)
+        self.memory = {"activations": sum(a.nbytes for a in self.acts),
+                       "gradients": sum(pool.sizes) * itemsize,
+                       "gradients_unshared": (sum(sizes) + scratch) * itemsize}
+
+    def _view(self, block, position):
+        """Tensor `position`'s (batch, *shape) gradient as a view of the front of a shared block."""
+        node = self.input_node if position == 0 else self.nodes[position - 1]
+        shape = (self.batch_size, *node.shape)
+        return block[:math.prod(shape)].reshape(shape)
+
+    # -- running ------------------------------------------------------------------------
+    def initialise(self):
+        """Fill parameters and buffers from the layers' initialisers (seeded at compile)."""
+        done = set()
+        for slot, node in zip(self.slots, self.nodes):
+            if id(slot.layer) not in done:
+                done.add(id(slot.layer))
+                slot.layer.init_params(slot.params, slot.buffers, [s.shape for s in node.inputs],
+                                       self.init_rng)
+
+    def forward(self, k, n, train):
+        acts = self.acts
+        for slot, inputs, out in zip(self.slots, self.inputs_of, range(1, len(acts))):
+            xs = [acts[i][:n] for i in inputs]
+            slot.layer.forward(k, slot, xs, acts[out][:n], train)
+        return acts[-1][:n]
+
+    def backward(self, k, n, input_grad):
+        """Back-propagate self.grads[-1][:n] (set by the loss) down to every parameter
+        (and to self.grads[0], the input's gradient, when input_grad)."""
+        acts, grads = self.acts, self.grads
+        for out in range(len(self.slots), 0, -1):
+            slot, edges = self.slots[out - 1], self.backward_edges[out - 1]
+            xs = [acts[src][:n] for src, _, _ in edges]
+            dxs = []
+            for src, mode, scratch in edges:
+                if src == 0 and not input_grad:
+                    dxs.append(None)
+                else:
+                    dxs.append(scratch[:n] if mode == SCRATCH else grads[src][:n])
+            slot.layer.backward(k, slot, xs, acts[out][:n], grads[out][:n], dxs)
+            for (src, mode, scratch), dx in zip(edges, dxs):
+                if mode == SCRATCH and dx is not None:
+                    k.accumulate(grads[src][:n].reshape(-1), dx.reshape(-1))
+
+    def set_step(self, step, row_offset=0):
+        for slot in self.slots:
+            slot.step = step
+            slot.row_offset = row_offset
+
+
+class _BufferPool:
+    """Hands out buffer indices; a returned buffer is reused by the next request, growing to the
+    largest size it is asked for. Prefers the smallest free buffer that fits."""
+
+    def __init__(self):
+        self.sizes, self.free = [], []
+
+    def take(self, size):
+        fitting = [b for b in self.free if self.sizes[b] >= size]
+        if fitting:
+            block = min(fitting, key=lambda b: self.sizes[b])
+        elif self.free:
+            block = max(self.free, key=lambda b: self.sizes[b])
+            self.sizes[block] = size
+        else:
+            self.sizes.append(size)
+            return len(self.sizes) - 1
+        self.free.remove(block)
+        return block
+
+    def give_back(self, block):
+        self.free.append(block)
+
+
+def _allocate_workspace(spec, batch, dtype):
+    if not isinstance(spec, WorkspaceSpec):
+        spec = WorkspaceSpec(spec)
+    shape = (batch, *spec.shape) if spec.per_sample else spec.shape
+    return np.zeros(shape, spec.dtype or dtype)
