@@ -51,8 +51,7 @@ def infer_shapes(node, where=""):
         shapes = [tuple(int(d) for d in s) for s in layer.output_shapes(in_shapes)]
     except ShapeError as err:
         sources = ", ".join(f"{src.name} {tuple(src.shape)}" for src in node.inputs)
-        raise ShapeError(f"{where}{err}; input shape {in_shapes[0] if len(in_shapes) == 1 else in_shapes}"
-                         f" (from {sources})") from None
+        raise ShapeError(f"{where}{err} (inputs: {sources})") from None
     for shape in shapes:
         if any(d < 1 for d in shape):
             raise ShapeError(f"{where}{layer.describe()}: input {in_shapes} gives an empty output {shape}")
@@ -170,7 +169,7 @@ class Graph(Network):
         self._nodes = _topological_order(self.output)
         self._check(self._nodes)
         self.layers = _unique_layers(self._nodes)
-        _name_layers(self.layers)
+        name_layers(self.layers)
         self.input_shape = tuple(self.input.shape)
 
     def _check(self, nodes):
@@ -248,7 +247,7 @@ def _unique_layers(nodes):
     return layers
 
 
-def _name_layers(layers):
+def name_layers(layers):
     """Give every unnamed layer a unique "{type}_{k}" name (as Keras does), k counting from 1."""
     taken = {layer.name for layer in layers if layer.name}  # duplicates are the plan's error
     counters = {}

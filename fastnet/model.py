@@ -340,10 +340,12 @@ class Model:
         counts = {}
         for name, index, short in plan.param_names:
             counts[index] = counts.get(index, 0) + plan.slots[index].params[short].size
-        lines = [f"{'layer':<24}{'output shape':<20}{'parameters':>12}" + ("" if chain else "  inputs")]
-        for index, (slot, node) in enumerate(zip(plan.slots, plan.nodes)):
-            label = f"{slot.prefix if chain else node.name} {slot.layer.type_name}"
-            line = f"{label:<24}{str(node.shape):<20}{counts.get(index, 0):>12,}"
+        labels = [f"{slot.prefix if chain else node.name} {slot.layer.type_name}"
+                  for slot, node in zip(plan.slots, plan.nodes)]
+        width = max(24, max(map(len, labels)) + 2)
+        lines = [f"{'layer':<{width}}{'output shape':<20}{'parameters':>12}" + ("" if chain else "  inputs")]
+        for index, (label, node) in enumerate(zip(labels, plan.nodes)):
+            line = f"{label:<{width}}{str(node.shape):<20}{counts.get(index, 0):>12,}"
             lines.append(line if chain else line + "  " + ", ".join(src.name for src in node.inputs))
         lines.append(f"total parameters: {plan.flat_params.size:,}")
         memory = plan.memory

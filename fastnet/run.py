@@ -26,7 +26,7 @@ from .errors import DataError, FastnetError
 from .optim import SGD, Adam, AdamW
 from .spec import from_spec
 
-ZOO = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn"}
+ZOO = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn", "resnet8": "resnet8"}
 DEFAULTS = {"model": "cnn", "dataset": "fashion-mnist", "epochs": 3, "batch_size": 64,
             "optimizer": "adam", "lr": 2e-3, "momentum": 0.9, "weight_decay": 0.0,
             "schedule": "cosine", "warmup_steps": 0, "val_split": 0.0, "device": "cpu", "seed": 0,
@@ -58,10 +58,10 @@ def load_data(settings, normalize=None):
     return (x_train, y_train), val, (x_test, y_test), normalize
 
 
-def build_network(settings, classes):
+def build_network(settings, classes, input_shape):
     name = settings["model"]
     if name in ZOO:
-        return getattr(models, ZOO[name])(classes=classes)
+        return getattr(models, ZOO[name])(classes=classes, input_shape=input_shape)
     if name.endswith(".toml"):
         return from_spec(name)
     raise FastnetError(f"--model must be one of {', '.join(sorted(ZOO))} or a .toml spec file, got {name!r}")
@@ -99,7 +99,7 @@ def train(settings, out=None, resume=None):
         folder = out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
         train_set, val, test, normalize = load_data(settings)
         classes = int(max(train_set[1].max(), test[1].max())) + 1
-        network = build_network(settings, classes)
+        network = build_network(settings, classes, train_set[0].shape[1:])
         model = network.compile(train_set[0].shape[1:], settings["batch_size"],
                                 optimizer=build_optimizer(settings), device=settings["device"],
                                 seed=settings["seed"])

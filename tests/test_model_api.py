@@ -78,17 +78,32 @@ def test_one_network_compiles_into_independent_models():
 
 # -- the step allocates nothing ------------------------------------------------------------
 
-def test_train_step_allocates_no_arrays():
+CHAIN = """
+    model = fn.Sequential([fn.Conv2D(4, 3, padding=1), fn.BatchNorm2D(), fn.ReLU(), fn.MaxPool2D(2),
+                           fn.Conv2D(6, 3, bias=False), fn.Flatten(), fn.Dense(64), fn.ReLU(),
+                           fn.Dropout(0.2), fn.Dense(32), fn.Tanh(), fn.Dense(10)]
+                          ).compile((1, 8, 8), 128, optimizer=fn.Adam())
+"""
+GRAPH = """
+    x = fn.Input((1, 8, 8))
+    h = fn.ReLU()(fn.BatchNorm2D()(fn.Conv2D(4, 3, padding=1)(x)))
+    h = fn.ReLU()(fn.Add()(fn.Conv2D(4, 3, padding=1)(h), h, fn.Conv2D(4, 1)(x)))
+    a, b = fn.Slice([1, 3])(h)
+    h = fn.Concat()(fn.Conv2D(2, 1)(b), a, x)
+    model = fn.Graph(x, fn.Dense(10)(fn.Flatten()(fn.MaxPool2D(2)(h)))).compile(
+        batch_size=128, optimizer=fn.Adam())
+"""
+
+
+@pytest.mark.parametrize("network", [CHAIN, GRAPH], ids=["chain", "graph"])
+def test_train_step_allocates_no_arrays(network):
     """NumPy allocations are traced by tracemalloc; Numba's are counted by its runtime stats,
     where each array argument costs one small record when unboxed. A kernel that allocated a
     buffer would add more records than the arrays it was handed."""
     script = textwrap.dedent("""
         import tracemalloc, numpy as np, fastnet as fn
         from numba.core.runtime import rtsys
-        model = fn.Sequential([fn.Conv2D(4, 3, padding=1), fn.BatchNorm2D(), fn.ReLU(), fn.MaxPool2D(2),
-                               fn.Conv2D(6, 3, bias=False), fn.Flatten(), fn.Dense(64), fn.ReLU(),
-                               fn.Dropout(0.2), fn.Dense(32), fn.Tanh(), fn.Dense(10)]
-                              ).compile((1, 8, 8), 128, optimizer=fn.Adam())
+""") + textwrap.dedent(network) + textwrap.dedent("""
         x = np.random.rand(128, 1, 8, 8).astype(np.float32); y = np.arange(128) % 10
         model.train_step(x, y)
         arrays, real = [0], model.k

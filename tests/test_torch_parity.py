@@ -417,3 +417,110 @@ def test_load_torch_state_dict_then_outputs_match(net_fn, as_numpy, dtype):
                                err_msg=f"{net_fn.__name__}/{dtype}: eval forward after loading torch's weights")
     assert_gradients_match(model, net, "cross_entropy", x, y, dtype,
                            f"{net_fn.__name__}/{dtype}: gradients after loading torch's weights")
+
+
+# -- 6. graphs: residual connections, concatenation, slicing ---------------------------------
+
+class TorchResidualConcat(nn.Module):
+    """The torch twin of residual_concat(): attribute names are fastnet's layer names."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.proj = nn.Conv2d(3, 4, 1)
+        self.branch = nn.Conv2d(3, 2, 1)
+        self.fc = nn.Linear(6 * 3 * 3, 5)
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        r = F.relu(self.conv2(h) + self.proj(x) + h)           # Add of three; h is read twice
+        a, b = torch.split(r, [1, 3], dim=1)
+        c = torch.cat([self.branch(b), a, x], dim=1)            # x is read three times
+        return self.fc(torch.flatten(F.max_pool2d(c, 2), 1))
+
+
+def residual_concat():
+    x = fn.Input((3, 6, 6))
+    h = fn.ReLU()(fn.BatchNorm2D(name="bn1")(fn.Conv2D(4, 3, padding=1, name="conv1")(x)))
+    r = fn.ReLU()(fn.Add()(fn.Conv2D(4, 3, padding=1, bias=False, name="conv2")(h),
+                           fn.Conv2D(4, 1, name="proj")(x), h))
+    a, b = fn.Slice([1, 3])(r)
+    c = fn.Concat()(fn.Conv2D(2, 1, name="branch")(b), a, x)
+    return fn.Graph(inputs=x, outputs=fn.Dense(5, name="fc")(fn.Flatten()(fn.MaxPool2D(2)(c))))
+
+
+def build_graph_pair(dtype, optimizer=None):
+    model = residual_concat().compile(batch_size=8, dtype=dtype, optimizer=optimizer, seed=3)
+    randomise_batchnorm(model, np.random.default_rng(7))
+    net = TorchResidualConcat().to(TORCH_DTYPE[dtype])
+    net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()},
+                        strict=False)
+    return model, net
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_residual_concat_graph_matches_torch(dtype):
+    model, net = build_graph_pair(dtype, optimizer=fn.SGD(lr=0.1, momentum=0.9, weight_decay=1e-3))
+    x, y = make_data((3, 6, 6), (5,), 8, "cross_entropy", dtype, seed=50)
+    assert_gradients_match(model, net, "cross_entropy", x, y, dtype, f"residual_concat/{dtype}")
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    batches = [make_data((3, 6, 6), (5,), 8, "cross_entropy", dtype, seed=51 + i) for i in range(3)]
+    run_steps(model, net, opt, batches, "cross_entropy", dtype, f"residual_concat/{dtype}")
+    assert_state_matches(model, net, dtype, f"residual_concat/{dtype}: after 3 SGD steps")
+    np.testing.assert_allclose(model.forward(x), torch_eval(net, x), **TOL[dtype],
+                               err_msg="eval-mode forward after training")
+
+
+class TorchResNet8(nn.Module):
+    """fastnet.models.resnet8 written as a torch module with the same attribute names."""
+
+    def __init__(self, widths=(16, 32, 64), classes=10):
+        super().__init__()
+        self.stem = nn.Sequential()
+        self.stem.conv = nn.Conv2d(1, widths[0], 3, padding=1, bias=False)
+        self.stem.bn = nn.BatchNorm2d(widths[0])
+        channels = widths[0]
+        for i, width in enumerate(widths, start=1):
+            stride = 1 if i == 1 else 2
+            stage = nn.Module()
+            stage.conv1 = nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False)
+            stage.bn1 = nn.BatchNorm2d(width)
+            stage.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+            stage.bn2 = nn.BatchNorm2d(width)
+            if stride != 1 or channels != width:
+                stage.shortcut = nn.Sequential()
+                stage.shortcut.conv = nn.Conv2d(channels, width, 1, stride=stride, bias=False)
+                stage.shortcut.bn = nn.BatchNorm2d(width)
+            setattr(self, f"stage{i}", stage)
+            channels = width
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, x):
+        h = F.relu(self.stem.bn(self.stem.conv(x)))
+        for i in (1, 2, 3):
+            s = getattr(self, f"stage{i}")
+            out = s.bn2(s.conv2(F.relu(s.bn1(s.conv1(h)))))
+            shortcut = s.shortcut.bn(s.shortcut.conv(h)) if hasattr(s, "shortcut") else h
+            h = F.relu(out + shortcut)
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def test_resnet8_loads_a_torch_state_dict_and_matches_it():
+    torch.manual_seed(0)
+    net = TorchResNet8(widths=(4, 6, 8)).double()
+    rng = np.random.default_rng(60)
+    with torch.no_grad():        # move the running statistics off their initial values
+        for _ in range(2):
+            net.train()(torch.from_numpy(rng.normal(size=(8, 1, 12, 12))))
+    model = fn.models.resnet8(widths=(4, 6, 8), input_shape=(1, 12, 12)).compile(
+        batch_size=8, dtype="float64", optimizer=fn.Adam(lr=0.01))
+    model.load_state_dict(net.state_dict())
+    x, y = make_data((1, 12, 12), (10,), 8, "cross_entropy", "float64", seed=61)
+    np.testing.assert_allclose(model.forward(x), torch_eval(net, x), **TOL["float64"])
+    assert_gradients_match(model, net, "cross_entropy", x, y, "float64", "resnet8")
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    run_steps(model, net, opt, [make_data((1, 12, 12), (10,), 8, "cross_entropy", "float64", seed=62 + i)
+                                for i in range(3)], "cross_entropy", "float64", "resnet8")
+    assert_state_matches(model, net, "float64", "resnet8: after 3 Adam steps")
