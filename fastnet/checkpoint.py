@@ -36,7 +36,7 @@ def save(model, path):
 
     tensors = {name: np.ascontiguousarray(array) for name, array in model.state_dict().items()}
     for name, array in model.opt_state.items():
-        tensors[OPTIMIZER_PREFIX + name] = np.ascontiguousarray(array)
+        tensors[OPTIMIZER_PREFIX + name] = model.k.to_host(array)
     spec = to_spec(model.network)
     spec["input_shape"] = list(model.input_shape)
     optimizer = model.optimizer
@@ -92,7 +92,7 @@ def load(path, batch_size=None, device=None):
         if saved is None or saved.shape != buffer.shape:
             raise CheckpointError(f"{name}: optimizer state {state_name!r} is missing or has the "
                                   f"wrong shape")
-        buffer[...] = saved
+        model.k.copy_in(buffer, saved)
     model.step, model.epoch = step, epoch
     model._shuffle_rng.bit_generator.state = rng_state
     model.schedule, model.augment, model.info = schedule, augment, info

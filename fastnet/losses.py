@@ -19,11 +19,11 @@ class CrossEntropy:
             raise ShapeError(f"cross_entropy needs a network output of shape (classes,) with at "
                              f"least 2 classes, got {out_shape}")
 
-    def target_buffer(self, batch, out_shape, dtype):
-        return np.zeros(batch, np.int64)
+    def target_buffer(self, k, batch, out_shape, dtype):
+        return k.zeros(batch, np.int64)
 
-    def workspace(self, batch, out_shape, dtype):
-        return np.zeros((batch, *out_shape), dtype)   # softmax probabilities for the backward
+    def workspace(self, k, batch, out_shape, dtype):
+        return k.zeros((batch, *out_shape), dtype)   # softmax probabilities for the backward
 
     def check_targets(self, y, n, out_shape, what="y"):
         """Integer class labels of shape (n,) in [0, classes); returns them as int64."""
@@ -61,10 +61,10 @@ class MSE:
     def check_output(self, out_shape):
         pass
 
-    def target_buffer(self, batch, out_shape, dtype):
-        return np.zeros((batch, *out_shape), dtype)
+    def target_buffer(self, k, batch, out_shape, dtype):
+        return k.zeros((batch, *out_shape), dtype)
 
-    def workspace(self, batch, out_shape, dtype):
+    def workspace(self, k, batch, out_shape, dtype):
         return None
 
     def check_targets(self, y, n, out_shape, what="y"):

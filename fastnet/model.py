@@ -13,8 +13,9 @@ import numpy as np
 
 from . import kernels, losses
 from .errors import CheckpointError, DataError, DivergenceError, ShapeError
-from .plan import Plan
+from .kernels.cpu.augment import gather_crop_flip
 from .optim import SGD, Optimizer
+from .plan import Plan
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -59,14 +60,19 @@ class Model:
         seeds = np.random.SeedSequence(seed).spawn(2)
         names = dict(zip(map(id, network.layers), network.layer_names()))
         self.plan = Plan(input_node, nodes, [names[id(node.layer)] for node in nodes], self.batch_size,
-                         self.dtype, np.random.default_rng(seeds[0]))
+                         self.dtype, np.random.default_rng(seeds[0]), self.k)
         self._shuffle_rng = np.random.default_rng(seeds[1])
         self.input_shape = tuple(input_node.shape)
         self.output_shape = tuple(self.plan.output_node.shape)
         self.loss_fn.check_output(self.output_shape)
-        self.targets = self.loss_fn.target_buffer(self.batch_size, self.output_shape, self.dtype)
-        self.loss_work = self.loss_fn.workspace(self.batch_size, self.output_shape, self.dtype)
-        self.opt_state = self.optimizer.state(self.plan.flat_params)
+        self.targets = self.loss_fn.target_buffer(self.k, self.batch_size, self.output_shape, self.dtype)
+        self.loss_work = self.loss_fn.workspace(self.k, self.batch_size, self.output_shape, self.dtype)
+        self.opt_state = self.optimizer.state(self.k, self.plan.flat_params)
+        # Batches are assembled on the host: in the input and target buffers themselves on the
+        # CPU, in pinned host memory copied up afterwards on a GPU.
+        self.x_staging = self.k.staging(self.plan.acts[0])
+        self.y_staging = self.k.staging(self.targets)
+        self._staged = self.x_staging is not self.plan.acts[0]
         self.step = 0      # optimizer steps taken
         self.epoch = 0     # epochs completed by fit
         self.schedule = None  # learning-rate schedule used by fit
@@ -85,10 +91,8 @@ class Model:
         self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
         self.optimizer.update(self.k, self.plan.flat_params, self.plan.flat_grads, self.opt_state, 1)
         self.plan.forward(self.k, n, train=False)
-        self.plan.flat_params[...] = 0
-        self.plan.flat_grads[...] = 0
-        for buf in self.opt_state.values():
-            buf[...] = 0
+        for buf in [self.plan.flat_params, self.plan.flat_grads, *self.opt_state.values()]:
+            self.k.fill(buf, 0.0)
 
     # -- the step ------------------------------------------------------------------------
     def _forward_loss(self, n, train):
@@ -108,9 +112,18 @@ class Model:
     def _load(self, x, y):
         """Copy a batch (already checked) into the input and target buffers; returns its rows."""
         n = len(x)
-        np.copyto(self.plan.acts[0][:n], x, casting="unsafe")
-        np.copyto(self.targets[:n], y, casting="unsafe")
+        np.copyto(self.x_staging[:n], x, casting="unsafe")
+        np.copyto(self.y_staging[:n], y, casting="unsafe")
+        self._upload(n)
         return n
+
+    def _upload(self, n, targets=True):
+        """The batch assembled in the staging arrays into the model's buffers (nothing on the CPU:
+        the staging arrays are the buffers)."""
+        if self._staged:
+            self.k.copy_in(self.plan.acts[0][:n], self.x_staging[:n])
+            if targets:
+                self.k.copy_in(self.targets[:n], self.y_staging[:n])
 
     def _check_batch(self, x, y):
         """Cheap checks for one batch: shapes and label range, no full scan for NaN."""
@@ -137,10 +150,10 @@ class Model:
         self.plan.set_step(self.step)
         loss = self._forward_loss(n, train=True)
         self.plan.backward(self.k, n, input_grad=input_grad)
-        grads = OrderedDict((name, self.plan.slots[index].grads[short].copy())
+        grads = OrderedDict((name, self.k.to_host(self.plan.slots[index].grads[short]))
                             for name, index, short in self.plan.param_names)
         if input_grad:
-            grads["input"] = self.plan.grads[0][:n].copy()
+            grads["input"] = self.k.to_host(self.plan.grads[0][:n])
         return float(loss), grads
 
     # -- whole datasets ------------------------------------------------------------------
@@ -151,9 +164,10 @@ class Model:
         for start in range(0, len(x), self.batch_size):
             chunk = x[start:start + self.batch_size]
             n = len(chunk)
-            np.copyto(self.plan.acts[0][:n], chunk, casting="unsafe")
+            np.copyto(self.x_staging[:n], chunk, casting="unsafe")
+            self._upload(n, targets=False)
             self.plan.set_step(self.step, row_offset=start)
-            out[start:start + n] = self.plan.forward(self.k, n, train)
+            self.k.copy_out(out[start:start + n], self.plan.forward(self.k, n, train))
         return out
 
     def predict(self, x):
@@ -194,7 +208,7 @@ class Model:
             vy = self.loss_fn.check_targets(vy, len(vx), self.output_shape, what="validation y")
         # One conversion up front, so each batch is a gather into the input buffer, not a cast.
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        y = np.ascontiguousarray(y, dtype=self.targets.dtype)
+        y = np.ascontiguousarray(y, dtype=self.y_staging.dtype)
         if schedule is not None:
             self.schedule = schedule
         if augment is not None:
@@ -228,12 +242,13 @@ class Model:
             rows = order[start:start + self.batch_size]
             n = len(rows)
             if self.augment is None:
-                np.take(x, rows, axis=0, out=self.plan.acts[0][:n])
-            else:
+                np.take(x, rows, axis=0, out=self.x_staging[:n])
+            else:   # on the host whatever the device: the data set stays in host memory
                 a = self.augment
-                self.k.gather_crop_flip(x, rows, self.plan.acts[0][:n], a.pad, a.flip, a.fill, a.seed,
-                                        self.step)
-            np.take(y, rows, axis=0, out=self.targets[:n])
+                gather_crop_flip(x, rows, self.x_staging[:n], a.pad, a.flip, a.fill,
+                                             a.seed, self.step)
+            np.take(y, rows, axis=0, out=self.y_staging[:n])
+            self._upload(n)
             if self.schedule is not None:
                 self.optimizer.lr = self.schedule(self.step)
             loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}")
@@ -283,7 +298,8 @@ class Model:
 
     # -- parameters and state ------------------------------------------------------------
     def parameters(self):
-        """Live parameter arrays by name (writing into them changes the model)."""
+        """Live parameter arrays by name (writing into them changes the model); on a GPU model,
+        device arrays (state_dict() gives host copies)."""
         return OrderedDict((name, self.plan.slots[index].params[short])
                            for name, index, short in self.plan.param_names)
 
@@ -296,7 +312,7 @@ class Model:
         state = OrderedDict()
         for slot in self.plan.slots:
             for short, array in list(slot.params.items()) + list(slot.buffers.items()):
-                state[f"{slot.prefix}.{short}"] = array.copy()
+                state[f"{slot.prefix}.{short}"] = self.k.to_host(array)
         return state
 
     def load_state_dict(self, state):
@@ -323,7 +339,7 @@ class Model:
         if problems:
             raise CheckpointError("state dict does not match the model; " + "; ".join(problems))
         for name, target in targets.items():
-            target[...] = given[name]
+            self.k.copy_in(target, given[name])
 
     def save(self, path):
         """Write a checkpoint (safetensors: weights, buffers, optimizer state, the network's spec,

@@ -11,9 +11,9 @@ import numpy as np
 class Optimizer:
     state_names = ()
 
-    def state(self, flat_params):
-        """Fresh state buffers (zeros) for a flat parameter array."""
-        return {name: np.zeros_like(flat_params) for name in self.state_names}
+    def state(self, k, flat_params):
+        """Fresh state buffers (zeros, on the device of kernel namespace k) for a flat parameter array."""
+        return {name: k.zeros(flat_params.shape, flat_params.dtype) for name in self.state_names}
 
     def _check(self, **values):
         for key, value in values.items():

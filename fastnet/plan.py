@@ -26,7 +26,8 @@ WRITE, ACCUMULATE, SCRATCH = "write", "accumulate", "scratch"
 class Plan:
     """The compiled network: slots in execution order and the arrays they use."""
 
-    def __init__(self, input_node, nodes, prefixes, batch_size, dtype, rng):
+    def __init__(self, input_node, nodes, prefixes, batch_size, dtype, rng, k):
+        self.k = k                              # the device's kernels; buffers come from k.zeros
         self.input_node = input_node
         self.nodes = nodes                      # topological order, input node excluded
         self.output_node = nodes[-1]
@@ -36,7 +37,7 @@ class Plan:
         self.position = {id(t): i for i, t in enumerate(tensors)}
         self.inputs_of = [[self.position[id(src)] for src in node.inputs] for node in nodes]
         self._allocate_layers(prefixes, rng)
-        self.acts = [np.zeros((batch_size, *t.shape), self.dtype) for t in tensors]
+        self.acts = [k.zeros((batch_size, *t.shape), self.dtype) for t in tensors]
         self._schedule_backward()
         self.init_rng = rng
 
@@ -55,9 +56,10 @@ class Plan:
         param_shapes = {i: self.nodes[i].layer.param_shapes([s.shape for s in self.nodes[i].inputs])
                         for i in first_node.values()}
         total = sum(math.prod(shape) for shapes in param_shapes.values() for shape in shapes.values())
-        self.flat_params = np.zeros(total, dtype)
-        self.flat_grads = np.zeros(total, dtype)
+        self.flat_params = self.k.zeros(total, dtype)
+        self.flat_grads = self.k.zeros(total, dtype)
         self.param_names, self.buffer_names, self.slots = [], [], []
+        self.param_layout = []                  # (slot index, short name, offset, shape)
         offset, state = 0, {}
         for index, (node, prefix) in enumerate(zip(self.nodes, prefixes)):
             in_shapes = [s.shape for s in node.inputs]
@@ -68,14 +70,15 @@ class Plan:
                     params[short] = self.flat_params[offset:offset + size].reshape(shape)
                     grads[short] = self.flat_grads[offset:offset + size].reshape(shape)
                     self.param_names.append((f"{prefix}.{short}", index, short))
+                    self.param_layout.append((index, short, offset, shape))
                     offset += size
-                buffers = {short: np.zeros(shape, dtype)
+                buffers = {short: self.k.zeros(shape, dtype)
                            for short, shape in node.layer.buffer_shapes(in_shapes).items()}
                 self.buffer_names += [(f"{prefix}.{short}", index, short) for short in buffers]
                 state[id(node.layer)] = (params, grads, buffers)
             params, grads, buffers = state[id(node.layer)]
-            workspace = {name: _allocate_workspace(spec, batch, dtype)
-                         for name, spec in node.layer.workspace_shapes(in_shapes).items()}
+            workspace = {name: _allocate_workspace(self.k, spec, batch, dtype)
+                         for name, spec in node.layer.workspace_shapes(in_shapes, self.k).items()}
             seed = int(rng.integers(2**62))
             self.slots.append(Slot(node.layer, index, prefix, params, grads, buffers, workspace, seed,
                                    node.output_index))
@@ -107,7 +110,7 @@ class Plan:
                 if mode == SCRATCH:
                     pool.give_back(block)        # added into the tensor's gradient right after
             pool.give_back(block_of[out])  # read as dy for the last time
-        blocks = [np.zeros(size, self.dtype) for size in pool.sizes]
+        blocks = [self.k.zeros(size, self.dtype) for size in pool.sizes]
         self.grads = [self._view(blocks[block], position)
                       for position, block in enumerate(block_of)]
         for edges in self.backward_edges:
@@ -128,13 +131,23 @@ class Plan:
 
     # -- running ------------------------------------------------------------------------
     def initialise(self):
-        """Fill parameters and buffers from the layers' initialisers (seeded at compile)."""
+        """Fill parameters and buffers from the layers' initialisers (seeded at compile). The
+        initialisers run on host arrays laid out as the device's, which are then copied in."""
+        flat = np.zeros(self.flat_params.shape, self.dtype)
+        params = {}
+        for index, short, offset, shape in self.param_layout:
+            params.setdefault(index, {})[short] = flat[offset:offset + math.prod(shape)].reshape(shape)
         done = set()
         for slot, node in zip(self.slots, self.nodes):
-            if id(slot.layer) not in done:
-                done.add(id(slot.layer))
-                slot.layer.init_params(slot.params, slot.buffers, [s.shape for s in node.inputs],
-                                       self.init_rng)
+            if id(slot.layer) in done:
+                continue
+            done.add(id(slot.layer))
+            buffers = {short: np.zeros(b.shape, self.dtype) for short, b in slot.buffers.items()}
+            slot.layer.init_params(params.get(slot.index, {}), buffers, [s.shape for s in node.inputs],
+                                   self.init_rng)
+            for short, host in buffers.items():
+                self.k.copy_in(slot.buffers[short], host)
+        self.k.copy_in(self.flat_params, flat)
 
     def forward(self, k, n, train):
         acts = self.acts
@@ -191,8 +204,8 @@ class _BufferPool:
         self.free.append(block)
 
 
-def _allocate_workspace(spec, batch, dtype):
+def _allocate_workspace(k, spec, batch, dtype):
     if not isinstance(spec, WorkspaceSpec):
         spec = WorkspaceSpec(spec)
     shape = (batch, *spec.shape) if spec.per_sample else spec.shape
-    return np.zeros(shape, spec.dtype or dtype)
+    return k.zeros(shape, spec.dtype or dtype)

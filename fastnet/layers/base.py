@@ -15,8 +15,9 @@ compiled batch size (a smaller last batch gets views of the same buffers).
 - `param_shapes(input_shapes)` -> {short name: shape} of trainable parameters, in PyTorch's layout.
 - `buffer_shapes(input_shapes)` -> {short name: shape} of non-trainable state saved in state_dict
   (BatchNorm's running statistics).
-- `workspace_shapes(input_shapes)` -> {name: per-sample shape, or a WorkspaceSpec for another dtype
-  or no batch axis} of scratch arrays the kernels need; a per-sample one is allocated as
+- `workspace_shapes(input_shapes, k)` -> {name: per-sample shape, or a WorkspaceSpec for another dtype
+  or no batch axis} of scratch arrays the kernels of namespace k need (each device's kernels may
+  want their own: k.conv2d_workspace_shapes); a per-sample one is allocated as
   (batch, *shape) and handed over sliced to the current batch (slot.work(name, n)).
 - `init_params(params, buffers, input_shapes, rng)` fills parameters and buffers in place.
 - `forward(k, slot, xs, y, train)` writes y from the inputs xs (a list, one array per input).
@@ -148,7 +149,7 @@ class Layer(ABC):
     def buffer_shapes(self, input_shapes):
         return {}
 
-    def workspace_shapes(self, input_shapes):
+    def workspace_shapes(self, input_shapes, k):
         return {}
 
     def init_params(self, params, buffers, input_shapes, rng):

@@ -1,14 +1,13 @@
 """2-D convolution, torch.nn.Conv2d's layout, semantics and initialisation (no dilation, no groups).
 
-The kernels (fastnet/kernels/cpu/conv.py) lower the convolution to a GEMM per image on im2col
+The CPU kernels (fastnet/kernels/cpu/conv.py) lower the convolution to a GEMM per image on im2col
 columns that each thread writes into its own scratch matrix (see there for why). The workspace
-shapes come from that module too: they are the CPU kernels' (a CUDA namespace will bring its own).
+shapes come from the device's kernel namespace (k.conv2d_workspace_shapes): each lowering has its own.
 """
 
 import math
 
 from ..errors import ShapeError
-from ..kernels.cpu import conv as k_cpu_conv
 from .base import Layer, WorkspaceSpec, int_pair
 
 
@@ -41,9 +40,9 @@ class Conv2D(Layer):
             shapes["bias"] = (self.out_channels,)
         return shapes
 
-    def workspace_shapes(self, input_shapes):
+    def workspace_shapes(self, input_shapes, k):
         C, H, W = input_shapes[0]
-        shapes = k_cpu_conv.conv2d_workspace_shapes(C, H, W, self.out_channels, *self.kernel_size,
+        shapes = k.conv2d_workspace_shapes(C, H, W, self.out_channels, *self.kernel_size,
                                                     *self.stride, *self.padding)
         return {name: WorkspaceSpec(shape, per_sample=False) for name, shape in shapes.items()}
 

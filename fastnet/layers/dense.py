@@ -3,7 +3,6 @@
 import math
 
 from ..errors import ShapeError
-from ..kernels.cpu.gemm import partial_sums_shape
 from .base import Layer, WorkspaceSpec
 
 
@@ -31,10 +30,10 @@ class Dense(Layer):
             shapes["bias"] = (self.out_features,)
         return shapes
 
-    def workspace_shapes(self, input_shapes):
+    def workspace_shapes(self, input_shapes, k):
         # per-thread partial sums of the weight gradient (a sum over the batch)
         (in_features,) = input_shapes[0]
-        return {"partial": WorkspaceSpec(partial_sums_shape((self.out_features, in_features)),
+        return {"partial": WorkspaceSpec(k.partial_sums_shape((self.out_features, in_features)),
                                          per_sample=False)}
 
     def init_params(self, params, buffers, input_shapes, rng):

@@ -22,7 +22,7 @@ class Dropout(Layer):
     def output_shape(self, input_shapes):
         return tuple(input_shapes[0])
 
-    def workspace_shapes(self, input_shapes):
+    def workspace_shapes(self, input_shapes, k):
         return {"mask": tuple(input_shapes[0])}
 
     def forward(self, k, slot, xs, y, train):

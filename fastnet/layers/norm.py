@@ -25,10 +25,9 @@ from fastnet.layers.base import Layer
 
 
 def _view3(a, n, c, length):
-    """a as an (n, c, length) view; raises instead of silently copying a non-contiguous array."""
-    v = a.view()
-    v.shape = (n, c, length)
-    return v
+    """a as an (n, c, length) view (every buffer the plan hands over is contiguous, so a reshape
+    is a view, on the CPU and on a GPU alike)."""
+    return a.reshape(n, c, length)
 
 
 class _BatchNorm(Layer):
@@ -54,7 +53,7 @@ class _BatchNorm(Layer):
         c = self._channels(input_shapes)
         return {"running_mean": (c,), "running_var": (c,)}
 
-    def workspace_shapes(self, input_shapes):
+    def workspace_shapes(self, input_shapes, k):
         # Per-channel scratch, not per-sample: the saved batch mean (row 0) and inverse std (row 1).
         # Workspaces are declared per sample, so this is a (batch, 2, C) array of which only
         # sample 0 is used: slot.workspace["stats"][0] is the (2, C) block.

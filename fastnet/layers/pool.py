@@ -56,7 +56,7 @@ class _Pool2D(Layer):
 class MaxPool2D(_Pool2D):
     """Max pooling; the index of each chosen pixel is kept in the workspace "argmax" for backward."""
 
-    def workspace_shapes(self, input_shapes):
+    def workspace_shapes(self, input_shapes, k):
         # int32: a flat index within one (H, W) plane; half the memory traffic of int64.
         return {"argmax": WorkspaceSpec(self.output_shape(input_shapes), np.int32)}
 
