@@ -1,5 +1,26 @@
 import os
+import subprocess
 import sys
 
 # tests/gradcheck.py is a helper module shared by the test files.
 sys.path.insert(0, os.path.dirname(__file__))
+
+
+def _gpu_usable():
+    """Whether numba.cuda would find a GPU, asked in a subprocess: importing numba.cuda here would
+    fix "simulator or not" for the whole test session."""
+    if not (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")):
+        return False
+    probe = "import sys; from numba import cuda; sys.exit(0 if cuda.is_available() else 1)"
+    try:
+        return subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+# The CUDA tests run on a GPU where there is one, and on Numba's CUDA simulator (every GPU thread
+# run in Python: right answers, no speed) where there is none, as in CI. The choice must be made
+# before numba is first imported.
+GPU = bool(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and _gpu_usable())
+if not GPU:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"

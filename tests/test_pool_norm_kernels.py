@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from fastnet import kernels
 from fastnet.errors import ShapeError
 from fastnet.kernels.cpu import norm as knorm
 from fastnet.kernels.cpu import pool as kpool
@@ -445,7 +446,7 @@ def make_slot(layer, in_shape, batch, dtype=np.float64):
     grads = {k: np.full(s, np.nan, dtype) for k, s in layer.param_shapes([in_shape]).items()}
     buffers = {k: np.empty(s, dtype) for k, s in layer.buffer_shapes([in_shape]).items()}
     work = {k: (np.zeros((batch, *s.shape), s.dtype) if isinstance(s, WorkspaceSpec) else np.zeros((batch, *s), dtype))
-            for k, s in layer.workspace_shapes([in_shape]).items()}
+            for k, s in layer.workspace_shapes([in_shape], kernels.namespace("cpu")).items()}
     layer.init_params(params, buffers, [in_shape], rng)
     return Slot(layer, 0, "0", params, grads, buffers, work, 0)
 

@@ -4,11 +4,25 @@ import importlib
 
 from ..errors import FastnetError
 
-DEVICES = ("cpu",)
+DEVICES = ("cpu", "cuda")
 
 
 def namespace(device):
     """The kernel module for `device`; CUDA modules are imported only when asked for."""
     if device not in DEVICES:
         raise FastnetError(f"unknown device {device!r}: expected one of {', '.join(DEVICES)}")
+    if device == "cuda":
+        check_cuda()
     return importlib.import_module(f"{__name__}.{device}")
+
+
+def check_cuda():
+    """A clear FastnetError unless numba.cuda can run kernels here (a GPU, or the simulator)."""
+    try:
+        from numba import cuda
+    except ImportError as err:
+        raise FastnetError(f"device='cuda' needs Numba's CUDA target ({err}); install it with "
+                           f"pip install 'fastnet[cuda]'") from None
+    if not cuda.is_available():
+        raise FastnetError("device='cuda' but no CUDA GPU is usable here (numba.cuda.is_available() "
+                           "is False: no GPU, no driver, or no CUDA toolkit); use device='cpu'")

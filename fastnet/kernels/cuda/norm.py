@@ -1,0 +1,131 @@
+"""Batch normalisation on the GPU over an input viewed as (N, C, L), with the formulas and
+precision of kernels/cpu/norm.py (PyTorch's semantics): two passes, mean then the biased variance
+that normalises; the running variance takes the unbiased one; sums in float64 for float32 data
+too; y and dx in the data's dtype from the saved mean and invstd.
+
+Training forward and backward: one block per channel. Its threads take strided shares of the
+channel's M = N * L values, each sums its share in float64, and a tree reduction in shared memory
+(launch.block_sum) adds the shares; then every thread normalises its share. The sums are added
+in another order than the CPU's loop (rounding-level differences in float64).
+Eval forward: one thread per element.
+"""
+
+import math
+
+import numpy as np
+from numba import cuda, float64
+
+from .launch import REDUCE_THREADS, block_sum, grid_1d, reduce_threads
+
+
+@cuda.jit(cache=True)
+def _batchnorm_forward_train_kernel(x, weight, bias, eps, momentum, y, save_mean, save_invstd,
+                                    running_mean, running_var):
+    buf = cuda.shared.array(REDUCE_THREADS, float64)
+    N, C, L = x.shape
+    M = N * L
+    c = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    s = np.float64(0.0)          # np.float64, not 0.0: the simulator then sums in float64 too
+    for i in range(t, M, T):
+        s += x[i // L, c, i % L]
+    buf[t] = s
+    mean = block_sum(buf, t) / M
+    ss = np.float64(0.0)
+    for i in range(t, M, T):
+        d = x[i // L, c, i % L] - mean        # formed in float64: no E[x^2] - E[x]^2 cancellation
+        ss += d * d
+    buf[t] = ss
+    ss = block_sum(buf, t)
+    var = ss / M
+    invstd = 1.0 / math.sqrt(var + eps)
+    if t == 0:
+        unbiased = ss / (M - 1) if M > 1 else var   # M == 1: the layer refuses it; never divide by 0
+        running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean
+        running_var[c] = (1.0 - momentum) * running_var[c] + momentum * unbiased
+        save_mean[c] = mean
+        save_invstd[c] = invstd
+    m = x.dtype.type(mean)
+    a = x.dtype.type(invstd * weight[c])
+    b = bias[c]
+    for i in range(t, M, T):
+        n = i // L
+        l = i - n * L
+        y[n, c, l] = (x[n, c, l] - m) * a + b
+
+
+@cuda.jit(cache=True)
+def _batchnorm_forward_eval_kernel(x, weight, bias, running_mean, running_var, eps, y):
+    N, C, L = x.shape
+    idx = cuda.grid(1)
+    if idx < N * C * L:
+        l = idx % L
+        c = (idx // L) % C
+        n = idx // (L * C)
+        m = running_mean[c]
+        a = x.dtype.type(weight[c] / math.sqrt(running_var[c] + eps))
+        y[n, c, l] = (x[n, c, l] - m) * a + bias[c]
+
+
+@cuda.jit(cache=True)
+def _batchnorm_backward_kernel(x, dy, weight, save_mean, save_invstd, dx, dweight, dbias):
+    buf_dy = cuda.shared.array(REDUCE_THREADS, float64)
+    buf_dyx = cuda.shared.array(REDUCE_THREADS, float64)
+    N, C, L = x.shape
+    M = N * L
+    c = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    m = save_mean[c]
+    inv = save_invstd[c]
+    sdy = np.float64(0.0)
+    sdyx = np.float64(0.0)
+    for i in range(t, M, T):
+        n = i // L
+        l = i - n * L
+        g = dy[n, c, l]
+        sdy += g
+        sdyx += g * ((x[n, c, l] - m) * inv)
+    buf_dy[t] = sdy
+    buf_dyx[t] = sdyx
+    sdy = block_sum(buf_dy, t)
+    sdyx = block_sum(buf_dyx, t)
+    if t == 0:
+        dbias[c] = sdy
+        dweight[c] = sdyx
+    if dx is not None:
+        # dx = (weight * inv / M) * (M*dy - sdy - xhat*sdyx) = k * (dy - sdy/M - xhat * sdyx/M)
+        k = x.dtype.type(weight[c] * inv)
+        mdy = x.dtype.type(sdy / M)
+        mdyx = x.dtype.type(sdyx / M)
+        for i in range(t, M, T):
+            n = i // L
+            l = i - n * L
+            xhat = (x[n, c, l] - m) * inv
+            dx[n, c, l] = k * (dy[n, c, l] - mdy - xhat * mdyx)
+
+
+def batchnorm_forward_train(x, weight, bias, eps, momentum, y, save_mean, save_invstd,
+                            running_mean, running_var):
+    """Normalise with batch statistics; write y, save_mean, save_invstd; update running_* in place.
+    One block per channel, a power of two of threads (at most 256, fewer for few values)."""
+    N, C, L = x.shape
+    _batchnorm_forward_train_kernel[C, reduce_threads(N * L)](
+        x, weight, bias, np.float64(eps), np.float64(momentum), y, save_mean, save_invstd, running_mean,
+        running_var)
+
+
+def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, y):
+    """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias. One thread per element."""
+    blocks, threads = grid_1d(x.size)
+    _batchnorm_forward_eval_kernel[blocks, threads](x, weight, bias, running_mean, running_var,
+                                                    np.float64(eps), y)
+
+
+def batchnorm_backward(x, dy, weight, save_mean, save_invstd, dx, dweight, dbias):
+    """Training-mode backward: dx (unless None), dweight = sum(dy * xhat), dbias = sum(dy).
+    One block per channel, as the training forward."""
+    N, C, L = x.shape
+    _batchnorm_backward_kernel[C, reduce_threads(N * L)](x, dy, weight, save_mean, save_invstd, dx,
+                                                         dweight, dbias)

@@ -1,0 +1,68 @@
+"""Optimizer updates on the GPU over flat parameter arrays, one thread per element, with the
+arithmetic of kernels/cpu/optim.py (torch.optim's): every scalar is converted to the parameters'
+dtype on the host, as the CPU kernels convert theirs, and the step-dependent bias corrections come
+from the caller in float64.
+"""
+
+import math
+
+from numba import cuda
+
+from .launch import grid_1d
+
+
+@cuda.jit(cache=True)
+def _sgd_kernel(p, g, buf, lr, momentum, damp, nesterov, weight_decay, use_momentum, use_decay,
+                first_step):
+    i = cuda.grid(1)
+    if i < p.size:
+        d = g[i]
+        if use_decay:
+            d = d + weight_decay * p[i]
+        if use_momentum:
+            if first_step:
+                buf[i] = d
+            else:
+                buf[i] = momentum * buf[i] + damp * d
+            if nesterov:
+                d = d + momentum * buf[i]
+            else:
+                d = buf[i]
+        p[i] -= lr * d
+
+
+@cuda.jit(cache=True)
+def _adam_kernel(p, g, m, v, b1, b2, one, weight_decay, use_decay, decoupled, step_size, bc2, eps,
+                 decay):
+    i = cuda.grid(1)
+    if i < p.size:
+        d = g[i]
+        if use_decay:
+            if decoupled:
+                p[i] *= decay                # AdamW: p *= 1 - lr wd before the step
+            else:
+                d = d + weight_decay * p[i]  # Adam: L2 added to the gradient
+        m[i] = b1 * m[i] + (one - b1) * d
+        v[i] = b2 * v[i] + (one - b2) * d * d
+        denom = math.sqrt(v[i]) / bc2 + eps
+        p[i] -= step_size * m[i] / denom
+
+
+def sgd_update(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first_step):
+    """torch.optim.SGD: d = g + wd p; buf = d on the first step, else momentum buf + (1 - dampening) d;
+    d = d + momentum buf if nesterov else buf; p -= lr d. One thread per element."""
+    t = p.dtype.type
+    blocks, threads = grid_1d(p.size)
+    _sgd_kernel[blocks, threads](p, g, buf, t(lr), t(momentum), t(1.0 - dampening), bool(nesterov),
+                                 t(weight_decay), momentum != 0.0, weight_decay != 0.0,
+                                 bool(first_step))
+
+
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
+                bias_correction1, bias_correction2_sqrt):
+    """torch.optim.Adam (decoupled=False) and AdamW (decoupled=True). One thread per element."""
+    t = p.dtype.type
+    blocks, threads = grid_1d(p.size)
+    _adam_kernel[blocks, threads](p, g, m, v, t(beta1), t(beta2), t(1), t(weight_decay),
+                                  weight_decay != 0.0, bool(decoupled), t(lr / bias_correction1),
+                                  t(bias_correction2_sqrt), t(eps), t(1.0 - lr * weight_decay))
