@@ -29,16 +29,20 @@ except ImportError:  # the fastnet figures are still worth having
 
 import fastnet as fn  # noqa: E402
 
-try:
+if __package__:
     from . import numpy_net
-except ImportError:  # run as a script: python bench/compare.py
+    torch_models = None if torch is None else __import__(f"{__package__}.torch_models", fromlist=["*"])
+else:  # run as a script: python bench/compare.py
     import numpy_net
+    torch_models = None if torch is None else __import__("torch_models")
 
-MODELS = ("mlp", "lenet5", "cnn")
+MODELS = ("mlp", "lenet5", "cnn")      # the default set; resnet8 too with --models
 
 
 def torch_network(name):
     nn = torch.nn
+    if name == "resnet8":
+        return torch_models.ResNet8()
     if name == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128),
                              nn.ReLU(), nn.Linear(128, 10))
@@ -55,8 +59,9 @@ def torch_network(name):
 def torch_peer(name, state, x, y):
     """(train step, inference) closures for the torch network with fastnet's weights."""
     net = torch_network(name)
-    # fastnet's Sequential indices match torch.nn.Sequential's here: the names line up.
-    net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
+    # fastnet's Sequential indices match torch.nn.Sequential's, and resnet8's layer names the torch
+    # twin's attributes: the names line up (strict=False: torch's num_batches_tracked).
+    net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()}, strict=False)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 
@@ -78,7 +83,7 @@ def peers_for(name, batch, x, y, with_numpy):
     peers = {"fastnet": (lambda: model.train_step(x, y), lambda: model.predict(x))}
     if torch is not None:
         peers["torch"] = torch_peer(name, model.state_dict(), x, y)
-    if with_numpy:
+    if with_numpy and isinstance(model.network, fn.Sequential):   # the NumPy net is a chain
         net = numpy_net.Net(model)
         peers["numpy"] = (lambda: net.train_step(x, y), lambda: net.predict(x))
     return model, peers
@@ -93,7 +98,7 @@ def images_per_second(run, batch, steps):
 
 def steps_for(name, batch, mode):
     """About a quarter of a second of fastnet work per burst on a 2-core machine."""
-    per_image = {"mlp": 1 / 50000, "lenet5": 1 / 8000, "cnn": 1 / 2000}[name]
+    per_image = {"mlp": 1 / 50000, "lenet5": 1 / 8000, "cnn": 1 / 2000, "resnet8": 1 / 800}[name]
     if mode == "inference":
         per_image /= 3
     return max(2, int(0.25 / (per_image * batch)))

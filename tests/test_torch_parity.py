@@ -473,43 +473,10 @@ def test_residual_concat_graph_matches_torch(dtype):
                                err_msg="eval-mode forward after training")
 
 
-class TorchResNet8(nn.Module):
-    """fastnet.models.resnet8 written as a torch module with the same attribute names."""
-
-    def __init__(self, widths=(16, 32, 64), classes=10):
-        super().__init__()
-        self.stem = nn.Sequential()
-        self.stem.conv = nn.Conv2d(1, widths[0], 3, padding=1, bias=False)
-        self.stem.bn = nn.BatchNorm2d(widths[0])
-        channels = widths[0]
-        for i, width in enumerate(widths, start=1):
-            stride = 1 if i == 1 else 2
-            stage = nn.Module()
-            stage.conv1 = nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False)
-            stage.bn1 = nn.BatchNorm2d(width)
-            stage.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-            stage.bn2 = nn.BatchNorm2d(width)
-            if stride != 1 or channels != width:
-                stage.shortcut = nn.Sequential()
-                stage.shortcut.conv = nn.Conv2d(channels, width, 1, stride=stride, bias=False)
-                stage.shortcut.bn = nn.BatchNorm2d(width)
-            setattr(self, f"stage{i}", stage)
-            channels = width
-        self.fc = nn.Linear(channels, classes)
-
-    def forward(self, x):
-        h = F.relu(self.stem.bn(self.stem.conv(x)))
-        for i in (1, 2, 3):
-            s = getattr(self, f"stage{i}")
-            out = s.bn2(s.conv2(F.relu(s.bn1(s.conv1(h)))))
-            shortcut = s.shortcut.bn(s.shortcut.conv(h)) if hasattr(s, "shortcut") else h
-            h = F.relu(out + shortcut)
-        return self.fc(h.mean(dim=(2, 3)))
-
-
 def test_resnet8_loads_a_torch_state_dict_and_matches_it():
     torch.manual_seed(0)
-    net = TorchResNet8(widths=(4, 6, 8)).double()
+    from bench.torch_models import ResNet8
+    net = ResNet8(widths=(4, 6, 8)).double()
     rng = np.random.default_rng(60)
     with torch.no_grad():        # move the running statistics off their initial values
         for _ in range(2):
