@@ -1,4 +1,4 @@
-"""End to end on real Fashion-MNIST: the zoo networks reach their accuracy targets in 2 epochs.
+"""End to end on real Fashion-MNIST: the zoo networks reach their accuracy targets.
 
 The data comes from Debian's dataset-fashion-mnist package (.ci/run installs it). Without it the
 tests skip, except where FASTNET_REQUIRE_DATA=1 (CI), where a missing data set is a failure.
@@ -42,14 +42,6 @@ def test_mlp_reaches_85_percent_in_two_epochs(fashion):
     assert accuracy >= 0.85, f"MLP test accuracy {accuracy:.4f} after 2 epochs"
 
 
-def test_cnn_reaches_90_percent_in_two_epochs(fashion):
-    x_train, y_train, x_test, y_test = fashion
-    model = fn.models.cnn().compile((1, 28, 28), 64, optimizer=fn.Adam(lr=1e-3), seed=0)
-    model.fit(x_train, y_train, epochs=2, verbose=0)
-    accuracy = model.evaluate(x_test, y_test)["accuracy"]
-    assert accuracy >= 0.90, f"cnn test accuracy {accuracy:.4f} after 2 epochs"
-
-
 def test_fastnet_train_defaults_reach_91_percent_and_eval_agrees(fashion, tmp_path):
     """The project's main job: `fastnet train` with no model arguments (cnn, Adam 2e-3, cosine,
     batch 64, 3 epochs), then `fastnet eval` of the checkpoint it wrote."""
@@ -68,3 +60,28 @@ def test_fastnet_train_defaults_reach_91_percent_and_eval_agrees(fashion, tmp_pa
                                capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["accuracy"] == metrics["test_accuracy"]
+
+
+# Measured on the 2-core CI machine: 0.9225 after 5 epochs at batch 32 (Adam 2e-3, cosine: the
+# defaults); 0.917-0.918 after 4 epochs at batch 64 with Adam or SGD + momentum. About 4.5 minutes.
+RESNET8_RECIPE = ["--epochs", "5", "--batch-size", "32"]
+
+
+def test_fastnet_train_resnet8_reaches_92_percent(fashion, tmp_path):
+    """A graph network (residual blocks, BatchNorm, projection shortcuts) trained as a user would:
+    `fastnet train --model resnet8`; its checkpoint loads as a Graph and predicts what was reported."""
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "fastnet", "train", "--model", "resnet8", *RESNET8_RECIPE,
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.92, f"resnet8: test accuracy {metrics['test_accuracy']:.4f}"
+    model = fn.load(tmp_path / "run" / "model.safetensors")
+    assert isinstance(model.network, fn.Graph)
+    _, (x_test, y_test) = fn.datasets.load("fashion-mnist")
+    mean, std = model.info["normalize"]
+    x_test, _ = fn.datasets.standardize(x_test, mean=mean, std=std)     # as the run fed it
+    assert model.evaluate(x_test, y_test)["accuracy"] == metrics["test_accuracy"]
