@@ -13,7 +13,7 @@ Lowering, one image at a time: im2col writes the image's (K, P) column matrix
     cols[(c*KH + kh)*KW + kw, oh*OW + ow] = x[n, c, oh*sh - ph + kh, ow*sw - pw + kw]
 row by row, each row a run along ow (a contiguous copy when the stride is 1), and then
     forward          y[n] (O, P) = w (O, K) @ cols (K, P), + b    -- already NCHW, no layout pass
-    backward params  dw (O, K) += dy[n] (O, P) @ cols.T (P, K)    -- cols recomputed, not stored
+    backward params  dw.T (K, O) += cols (K, P) @ dy[n].T (P, O)  -- cols recomputed, not stored
     backward input   dcols (K, P) = w.T (K, O) @ dy[n] (O, P);  dx[n] = col2im(dcols)
 Each thread owns a contiguous block of images and a (K, P) scratch matrix that stays in its cache
 from im2col through the GEMMs to col2im; BLAS runs single-threaded inside (fastnet/threads.py).
@@ -23,8 +23,10 @@ batch-sized column buffer (58 MB for cnn at batch 256).
 
 col2im writes dx[n] of its own image only, so no two threads add into one element. The weight
 gradient is summed per thread into partial[t] (each image's product lands in product[t] first:
-np.dot overwrites), then the threads' sums are added into dw. Workspaces, all (T, ...) with T =
-gemm.BLOCKS threads (see `conv2d_workspace_shapes`): cols (T, K, P), partial and product (T, O, K).
+np.dot overwrites), then the threads' sums are added into dw. The product is taken transposed,
+(K, O) = cols @ dy[n].T: OpenBLAS ran it 1.6-2x faster than dy[n] @ cols.T (O, K) on the zoo's shapes
+(e.g. 26 vs 49 us for O=16, K=144, P=784). Workspaces, all (T, ...) with T = gemm.BLOCKS threads
+(see `conv2d_workspace_shapes`): cols (T, K, P), partial (T, O, K), product (T, K, O).
 Nothing here allocates.
 """
 
@@ -43,7 +45,7 @@ def conv2d_workspace_shapes(C, H, W, O, KH, KW, sh, sw, ph, pw):
     """The workspaces the kernels need, name -> full shape (no batch axis: one slice per thread)."""
     OH, OW = conv2d_output_hw(H, W, KH, KW, sh, sw, ph, pw)
     K = C * KH * KW
-    return {"cols": (BLOCKS, K, OH * OW), "partial": (BLOCKS, O, K), "product": (BLOCKS, O, K)}
+    return {"cols": (BLOCKS, K, OH * OW), "partial": (BLOCKS, O, K), "product": (BLOCKS, K, O)}
 
 
 @njit(cache=True)
@@ -144,10 +146,10 @@ def conv2d_backward(x, w, dy, cols, partial, product, dw, db, dx, sh, sw, ph, pw
         for n in range(N * t // T, N * (t + 1) // T):
             dyn = dy[n].reshape(O, P)
             _im2col_image(x, n, scratch, KH, KW, sh, sw, ph, pw)
-            matmul(dyn, scratch.T, product[t])
+            matmul(scratch, dyn.T, product[t])
             for o in range(O):
                 for k in range(K):
-                    partial[t, o, k] += product[t, o, k]
+                    partial[t, o, k] += product[t, k, o]
             if dx is not None:
                 matmul(w2.T, dyn, scratch)          # the columns are done with: reuse as dcols
                 _col2im_image(scratch, dx, n, KH, KW, sh, sw, ph, pw)
