@@ -9,6 +9,8 @@ Both hand the compiler (fastnet/plan.py) the same thing: an input node and the l
 topological order ending with the output. A node is one output of a layer applied to input nodes.
 """
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from .errors import ShapeError
@@ -90,14 +92,14 @@ def call_layer(layer, inputs):
     return nodes if layer.n_outputs > 1 else nodes[0]
 
 
-class Network:
+class Network(ABC):
     """What Sequential and Graph share: compile() into a Model."""
 
     input_shape = None
 
+    @abstractmethod
     def nodes(self, input_shape):
         """(input node, layer nodes in a topological order ending with the output)."""
-        raise NotImplementedError
 
     def compile(self, input_shape=None, batch_size=None, loss="cross_entropy", optimizer=None,
                 device="cpu", seed=0, dtype="float32"):
