@@ -37,6 +37,7 @@ def conv_buffers(C, H, W, O, kernel, stride, padding):
         w=rng.random((O, C, kernel, kernel), dtype=np.float32),
         b=rng.random(O, dtype=np.float32),
         cols=np.zeros(shapes["cols"], np.float32),
+        padded=np.zeros(shapes["padded"], np.float32),
         product=np.zeros(shapes["product"], np.float32),
         y=np.zeros((N, O, OH, OW), np.float32),
         dy=rng.random((N, O, OH, OW), dtype=np.float32),
@@ -51,13 +52,13 @@ def conv_buffers(C, H, W, O, kernel, stride, padding):
 @pytest.mark.parametrize("name", CONVS)
 def test_conv2d_forward(benchmark, name):
     a = conv_buffers(*CONVS[name])
-    benchmark(k.conv2d_forward, a["x"], a["w"], a["b"], a["cols"], a["y"], *a["geometry"])
+    benchmark(k.conv2d_forward, a["x"], a["w"], a["b"], a["cols"], a["padded"], a["y"], *a["geometry"])
 
 
 @pytest.mark.parametrize("name", CONVS)
 def test_conv2d_backward(benchmark, name):
     a = conv_buffers(*CONVS[name])
-    benchmark(k.conv2d_backward, a["x"], a["w"], a["dy"], a["cols"], a["partial"], a["product"],
+    benchmark(k.conv2d_backward, a["x"], a["w"], a["dy"], a["cols"], a["padded"], a["partial"], a["product"],
               a["dw"], a["db"], a["dx"], *a["geometry"])
 
 

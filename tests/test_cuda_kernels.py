@@ -73,7 +73,8 @@ def test_namespace_has_every_cpu_kernel_with_the_same_arguments():
 
 def test_workspace_shapes():
     shapes = kg.conv2d_workspace_shapes(3, 28, 28, 16, 3, 3, 1, 1, 1, 1)
-    assert set(shapes) == {"cols", "partial", "product"}
+    # the layer passes the workspaces by name, so both devices must name the same ones
+    assert set(shapes) == set(kc.conv2d_workspace_shapes(3, 28, 28, 16, 3, 3, 1, 1, 1, 1))
     G, K, P = shapes["cols"]
     assert (K, P) == (27, 784) and 1 <= G <= 256
     assert shapes["partial"] == (G, 16, 27)
@@ -159,10 +160,11 @@ def _conv_case(rng, dtype, N, C, H, W, O, KH, KW, sh, sw, ph, pw, bias, want_dx,
     cpu_ws = {k: np.empty(s, dtype) for k, s in
               kc.conv.conv2d_workspace_shapes(C, H, W, O, KH, KW, *geometry).items()}
     y = np.empty((N, O, OH, OW), dtype)
-    kc.conv2d_forward(x, w, b, cpu_ws["cols"], y, *geometry)
+    kc.conv2d_forward(x, w, b, cpu_ws["cols"], cpu_ws["padded"], y, *geometry)
     dw, db = np.empty_like(w), (np.empty(O, dtype) if bias else None)
     dx = np.empty_like(x) if want_dx else None
-    kc.conv2d_backward(x, w, dy, cpu_ws["cols"], cpu_ws["partial"], cpu_ws["product"], dw, db, dx, *geometry)
+    kc.conv2d_backward(x, w, dy, cpu_ws["cols"], cpu_ws["padded"], cpu_ws["partial"], cpu_ws["product"],
+                       dw, db, dx, *geometry)
 
     shapes = kg.conv2d_workspace_shapes(C, H, W, O, KH, KW, *geometry)
     if chunk is not None:               # fewer images per chunk than the batch: several chunks
@@ -170,13 +172,13 @@ def _conv_case(rng, dtype, N, C, H, W, O, KH, KW, sh, sw, ph, pw, bias, want_dx,
         shapes["partial"] = (chunk, *shapes["partial"][1:])
     ws = {k: empty(s, dtype) for k, s in shapes.items()}
     yg = empty(y.shape, dtype)
-    kg.conv2d_forward(dev(x), dev(w), dev(b) if bias else None, ws["cols"], yg, *geometry)
+    kg.conv2d_forward(dev(x), dev(w), dev(b) if bias else None, ws["cols"], ws["padded"], yg, *geometry)
     close(yg, y, dtype)
     dwg = empty(w.shape, dtype)
     dbg = empty(O, dtype) if bias else None
     dxg = empty(x.shape, dtype) if want_dx else None
-    kg.conv2d_backward(dev(x), dev(w), dev(dy), ws["cols"], ws["partial"], ws["product"], dwg, dbg, dxg,
-                       *geometry)
+    kg.conv2d_backward(dev(x), dev(w), dev(dy), ws["cols"], ws["padded"], ws["partial"], ws["product"],
+                       dwg, dbg, dxg, *geometry)
     close(dwg, dw, dtype)
     if bias:
         close(dbg, db, dtype)

@@ -59,13 +59,14 @@ class Conv2D(Layer):
 
     def forward(self, k, slot, xs, y, train):
         bias = slot.params["bias"] if self.bias else None
-        k.conv2d_forward(xs[0], slot.params["weight"], bias, slot.workspace["cols"], y, *self._geometry())
+        ws = slot.workspace
+        k.conv2d_forward(xs[0], slot.params["weight"], bias, ws["cols"], ws["padded"], y, *self._geometry())
 
     def backward(self, k, slot, xs, y, dy, dxs):
         ws = slot.workspace
         db = slot.grads["bias"] if self.bias else None
-        k.conv2d_backward(xs[0], slot.params["weight"], dy, ws["cols"], ws["partial"], ws["product"],
-                          slot.grads["weight"], db, dxs[0], *self._geometry())
+        k.conv2d_backward(xs[0], slot.params["weight"], dy, ws["cols"], ws["padded"], ws["partial"],
+                          ws["product"], slot.grads["weight"], db, dxs[0], *self._geometry())
 
     def __repr__(self):
         extra = "" if self.bias else ", bias=False"

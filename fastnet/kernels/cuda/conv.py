@@ -35,12 +35,13 @@ def conv2d_output_hw(H, W, KH, KW, sh, sw, ph, pw):
 
 def conv2d_workspace_shapes(C, H, W, O, KH, KW, sh, sw, ph, pw):
     """name -> full shape (no batch axis): cols (G, K, P) and partial (G, O, K) for chunks of G
-    images, G as large as the budgets allow (at most MAX_CHUNK); product (1,) is a placeholder."""
+    images, G as large as the budgets allow (at most MAX_CHUNK); padded and product (1,) are
+    placeholders (the CPU kernels' per-thread padded image and GEMM product; not needed here)."""
     OH, OW = conv2d_output_hw(H, W, KH, KW, sh, sw, ph, pw)
     K = C * KH * KW
     P = max(1, OH * OW)
     G = max(1, min(MAX_CHUNK, COLS_ELEMENTS // (K * P), PARTIAL_ELEMENTS // (O * K)))
-    return {"cols": (G, K, P), "partial": (G, O, K), "product": (1,)}
+    return {"cols": (G, K, P), "padded": (1,), "partial": (G, O, K), "product": (1,)}
 
 
 @cuda.jit(cache=True)
@@ -130,8 +131,9 @@ def _im2col(x, n0, count, cols, KH, KW, sh, sw, ph, pw, OW):
     _im2col_kernel[blocks, threads](x, n0, count, cols, KH, KW, sh, sw, ph, pw, OW)
 
 
-def conv2d_forward(x, w, b, cols, y, sh, sw, ph, pw):
-    """y = conv2d(x, w) + b (b may be None: no bias). cols: the (G, K, P) chunk workspace.
+def conv2d_forward(x, w, b, cols, padded, y, sh, sw, ph, pw):
+    """y = conv2d(x, w) + b (b may be None: no bias). cols: the (G, K, P) chunk workspace (padded:
+    not used).
     Per chunk: im2col, one thread per column entry; the GEMM, grid (P/16, O/16, images)."""
     N = x.shape[0]
     O, C, KH, KW = w.shape
@@ -146,9 +148,9 @@ def conv2d_forward(x, w, b, cols, y, sh, sw, ph, pw):
         gemm(w3, cols[:count], y[n0:n0 + count].reshape(count, O, P), bias=b, bias_on_rows=True)
 
 
-def conv2d_backward(x, w, dy, cols, partial, product, dw, db, dx, sh, sw, ph, pw):
+def conv2d_backward(x, w, dy, cols, padded, partial, product, dw, db, dx, sh, sw, ph, pw):
     """dw, db (None: no bias) and dx (None: not wanted) of y = conv2d(x, w) + b, all written, not
-    accumulated (the CPU kernel's contract). product is not used."""
+    accumulated (the CPU kernel's contract). padded and product are not used."""
     N = x.shape[0]
     O, C, KH, KW = w.shape
     K = C * KH * KW
