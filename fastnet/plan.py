@@ -94,6 +94,12 @@ class Plan:
         block_of = [None] * count          # tensor -> index of its gradient's buffer
         block_of[-1] = pool.take(sizes[-1])
         self.backward_edges = [None] * len(self.nodes)
+        # A tensor's gradient is wanted (when the input's is not) where a layer with parameters
+        # produced it or anything before it: mlp's first Dense need not back-propagate into Flatten.
+        self.wants_grad = [False] * count
+        for out in range(1, count):
+            self.wants_grad[out] = (bool(self.slots[out - 1].params)
+                                    or any(self.wants_grad[src] for src in self.inputs_of[out - 1]))
         for out in range(count - 1, 0, -1):
             slot, edges = self.slots[out - 1], []
             for src in self.inputs_of[out - 1]:
@@ -158,17 +164,21 @@ class Plan:
 
     def backward(self, k, n, input_grad):
         """Back-propagate self.grads[-1][:n] (set by the loss) down to every parameter
-        (and to self.grads[0], the input's gradient, when input_grad)."""
+        (and to self.grads[0], the input's gradient, when input_grad). Gradients nothing needs
+        are not computed: such a layer gets None for them, and is not called if it has nothing else
+        to compute."""
         acts, grads = self.acts, self.grads
         for out in range(len(self.slots), 0, -1):
             slot, edges = self.slots[out - 1], self.backward_edges[out - 1]
-            xs = [acts[src][:n] for src, _, _ in edges]
             dxs = []
             for src, mode, scratch in edges:
-                if src == 0 and not input_grad:
+                if not (input_grad or self.wants_grad[src]):
                     dxs.append(None)
                 else:
                     dxs.append(scratch[:n] if mode == SCRATCH else grads[src][:n])
+            if not slot.params and all(dx is None for dx in dxs):
+                continue
+            xs = [acts[src][:n] for src, _, _ in edges]
             slot.layer.backward(k, slot, xs, acts[out][:n], grads[out][:n], dxs)
             for (src, mode, scratch), dx in zip(edges, dxs):
                 if mode == SCRATCH and dx is not None:

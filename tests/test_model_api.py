@@ -135,6 +135,35 @@ def test_train_step_allocates_no_arrays(network):
 
 # -- inputs are checked before anything runs -----------------------------------------------
 
+def test_backward_skips_the_gradients_nothing_needs():
+    # mlp: Flatten, Dense, ReLU, Dense, ReLU, Dense. Nothing needs the gradient of Flatten's output
+    # (no parameters before it), so the first Dense computes no input gradient and Flatten's
+    # backward is not run; asking for the input's gradient brings both back, and it is right.
+    model = fn.models.mlp(hidden=(6, 5), input_shape=(1, 3, 3)).compile(batch_size=4, dtype="float64")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 1, 3, 3)), np.array([0, 3, 9, 2])
+    calls, real = [], model.k
+
+    class Recording:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(real, name)
+
+    model.k = Recording()
+    model.gradients(x, y)
+    assert calls.count("dense_backward_input") == 2 and calls.count("copy_forward") == 1
+    calls.clear()
+    _, grads = model.gradients(x, y, input_grad=True)
+    assert calls.count("dense_backward_input") == 3 and calls.count("copy_forward") == 2
+    model.k = real
+    eps, x2 = 1e-6, x.copy()
+    x2[1, 0, 2, 1] += eps
+    up = model.evaluate(x2, y)["loss"]
+    x2[1, 0, 2, 1] -= 2 * eps
+    down = model.evaluate(x2, y)["loss"]
+    assert np.isclose(grads["input"][1, 0, 2, 1], (up - down) / (2 * eps), rtol=1e-5, atol=1e-9)
+
+
 def test_fit_checks_inputs_before_any_step():
     model = small_mlp()
     before = model.state_dict()

@@ -158,7 +158,9 @@ def conv2d_backward(x, w, dy, cols, padded, partial, product, dw, db, dx, sh, sw
             _pad_image(x, n, padded[t], ph, pw)
             _im2col_image(padded[t], scratch, KH, KW, sh, sw)
             matmul(scratch, dyn.T, product[t])
-            partial[t] += product[t]
+            for k in range(K):
+                for o in range(O):
+                    partial[t, k, o] += product[t, k, o]    # (a += on arrays would allocate)
             if dx is not None:
                 matmul(w2.T, dyn, scratch)          # the columns are done with: reuse as dcols
                 _col2im_image(scratch, padded[t], dx, n, KH, KW, sh, sw, ph, pw)
