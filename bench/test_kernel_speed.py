@@ -75,7 +75,7 @@ def test_pool2d_forward_backward(benchmark, name, kind):
 
         def step():
             k.maxpool2d_forward(x, y, argmax, 2, 2, 2, 2, 0, 0)
-            k.maxpool2d_backward(y, argmax, dx)
+            k.maxpool2d_backward(y, argmax, dx, 2, 2, 2, 2, 0, 0)
     else:
         def step():
             k.avgpool2d_forward(x, y, 2, 2, 2, 2, 0, 0)

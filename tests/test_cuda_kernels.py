@@ -222,9 +222,9 @@ def test_maxpool(geometry):
     same(yg, y)
     dy = randn(rng, y.shape, dtype)
     dx = np.empty_like(x)
-    kc.maxpool2d_backward(dy, argmax, dx)
+    kc.maxpool2d_backward(dy, argmax, dx, *geometry)
     dxg = empty(x.shape, dtype)
-    kg.maxpool2d_backward(dev(dy), ag, dxg)
+    kg.maxpool2d_backward(dev(dy), ag, dxg, *geometry)
     close(dxg, dx, dtype)
 
 

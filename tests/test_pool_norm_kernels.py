@@ -24,6 +24,7 @@ TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-5, ato
 # (N, C, H, W, kh, kw, sh, sw, ph, pw)
 POOL_CONFIGS = [
     (2, 3, 6, 5, 2, 2, 2, 2, 0, 0),    # classic 2x2/2, odd width (last column dropped)
+    (2, 2, 7, 6, 2, 2, 2, 2, 0, 0),    # 2x2/2, odd height (last row dropped)
     (1, 2, 7, 6, 3, 2, 1, 1, 1, 1),    # batch 1, stride 1 (overlapping windows), padding 1, non-square kernel
     (2, 2, 8, 7, 3, 3, 3, 3, 1, 0),    # stride 3, padding on one axis only
     (1, 3, 5, 4, 5, 4, 1, 1, 0, 0),    # kernel equal to the image
@@ -162,7 +163,7 @@ def test_maxpool_matches_reference(cfg, dtype):
     np.testing.assert_array_equal(am, ridx)
     dy = rand(y.shape, dtype, 2)
     dx = np.full(x.shape, np.nan, dtype)
-    kpool.maxpool2d_backward(dy, am, dx)
+    kpool.maxpool2d_backward(dy, am, dx, *cfg[4:])
     np.testing.assert_allclose(dx, ref_maxpool_backward(dy, ridx, x.shape), **TOL[dtype])
 
 
@@ -175,7 +176,7 @@ def test_maxpool_int32_argmax():
     np.testing.assert_array_equal(am, ridx)
     dy = rand(y.shape, np.float32, 4)
     dx = np.empty(x.shape, np.float32)
-    kpool.maxpool2d_backward(dy, am, dx)
+    kpool.maxpool2d_backward(dy, am, dx, *cfg[4:])
     np.testing.assert_allclose(dx, ref_maxpool_backward(dy, ridx, x.shape), rtol=1e-6)
 
 
@@ -185,7 +186,7 @@ def test_maxpool_gradcheck(cfg):
     y, am = run_maxpool(x, cfg)
     R = rand(y.shape, np.float64, 6)
     dx = np.empty_like(x)
-    kpool.maxpool2d_backward(R, am, dx)
+    kpool.maxpool2d_backward(R, am, dx, *cfg[4:])
     num = numeric_gradient(lambda: float((run_maxpool(x, cfg)[0] * R).sum()), x)
     np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-8)
 
@@ -199,7 +200,7 @@ def test_maxpool_ties_go_to_first_element():
     assert (y == 1).all()
     np.testing.assert_array_equal(am[0, 0], [[0, 2], [10, 12]])
     dx = np.empty_like(x)
-    kpool.maxpool2d_backward(np.ones_like(y), am, dx)
+    kpool.maxpool2d_backward(np.ones_like(y), am, dx, *cfg[4:])
     expect = np.zeros((4, 5))
     expect[[0, 0, 2, 2], [0, 2, 0, 2]] = 1
     np.testing.assert_array_equal(dx[0, 1], expect)
@@ -374,7 +375,7 @@ def test_pooling_matches_torch(cfg, dtype):
     dy = rand(y.shape, dtype, 71)
     yt.backward(torch.tensor(dy))
     dx = np.empty_like(x)
-    kpool.maxpool2d_backward(dy, am, dx)
+    kpool.maxpool2d_backward(dy, am, dx, *cfg[4:])
     np.testing.assert_allclose(dx, xt.grad.numpy(), **tol)
 
     xt = torch.tensor(x, requires_grad=True)

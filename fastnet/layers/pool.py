@@ -68,7 +68,7 @@ class MaxPool2D(_Pool2D):
         if dxs[0] is None:
             return
         argmax = slot.work("argmax", dy.shape[0])
-        k.maxpool2d_backward(dy, argmax, dxs[0])
+        k.maxpool2d_backward(dy, argmax, dxs[0], *self._args())
 
 
 class AvgPool2D(_Pool2D):

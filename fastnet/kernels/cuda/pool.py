@@ -6,8 +6,7 @@ wins over any number, argmax holds h * W + w within the plane; average pooling d
 Forward kernels: one thread per output element. Backward:
 - average pooling: one thread per input pixel, gathering from the windows that cover it, in the
   order the CPU kernel adds them (the same sums, bit for bit).
-- max pooling: the kernel is given no window geometry (maxpool2d_backward(dy, argmax, dx)), so it
-  cannot gather; one thread per output element adds its gradient at argmax with an atomic add,
+- max pooling: one thread per output element adds its gradient at argmax with an atomic add,
   after a pass that zeroes dx. Windows that do not overlap (stride >= kernel, the usual 2x2) never
   send two gradients to one pixel; where they do overlap, the additions may come in any order
   (rounding-level differences from the CPU's scan order).
@@ -150,9 +149,10 @@ def maxpool2d_forward(x, y, argmax, kh, kw, sh, sw, ph, pw):
     _maxpool_forward_kernel[blocks, threads](x, y, argmax, kh, kw, sh, sw, ph, pw)
 
 
-def maxpool2d_backward(dy, argmax, dx):
+def maxpool2d_backward(dy, argmax, dx, kh, kw, sh, sw, ph, pw):
     """dx = 0, then dx[n, c, argmax[n, c, oh, ow]] += dy[n, c, oh, ow]. One thread per element of dx
-    (zeroing), then one per element of dy (atomic adds)."""
+    (zeroing), then one per element of dy (atomic adds); argmax alone says where, so the window
+    geometry (which the CPU kernel uses to write the tiled 2x2 case in one pass) is not needed."""
     blocks, threads = grid_1d(dx.size)
     _zero_kernel[blocks, threads](dx.reshape(dx.size))
     blocks, threads = grid_1d(dy.size)
