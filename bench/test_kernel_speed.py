@@ -52,14 +52,15 @@ def conv_buffers(C, H, W, O, kernel, stride, padding):
 @pytest.mark.parametrize("name", CONVS)
 def test_conv2d_forward(benchmark, name):
     a = conv_buffers(*CONVS[name])
-    benchmark(k.conv2d_forward, a["x"], a["w"], a["b"], a["cols"], a["padded"], a["y"], *a["geometry"])
+    benchmark(k.conv2d_forward, a["x"], a["w"], a["b"], a["cols"], a["padded"], a["y"], *a["geometry"],
+              False)
 
 
 @pytest.mark.parametrize("name", CONVS)
 def test_conv2d_backward(benchmark, name):
     a = conv_buffers(*CONVS[name])
-    benchmark(k.conv2d_backward, a["x"], a["w"], a["dy"], a["cols"], a["padded"], a["partial"], a["product"],
-              a["dw"], a["db"], a["dx"], *a["geometry"])
+    benchmark(k.conv2d_backward, a["x"], a["w"], a["y"], a["dy"], a["cols"], a["padded"], a["partial"],
+              a["product"], a["dw"], a["db"], a["dx"], *a["geometry"], False)
 
 
 @pytest.mark.parametrize("name", POOLS)

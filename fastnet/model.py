@@ -356,7 +356,7 @@ class Model:
         counts = {}
         for name, index, short in plan.param_names:
             counts[index] = counts.get(index, 0) + plan.slots[index].params[short].size
-        labels = [f"{slot.prefix if chain else node.name} {slot.layer.type_name}"
+        labels = [f"{slot.prefix if chain else node.name} {slot.layer.type_name}{'*' if slot.fused else ''}"
                   for slot, node in zip(plan.slots, plan.nodes)]
         width = max(24, max(map(len, labels)) + 2)
         lines = [f"{'layer':<{width}}{'output shape':<20}{'parameters':>12}" + ("" if chain else "  inputs")]
@@ -364,6 +364,8 @@ class Model:
             line = f"{label:<{width}}{str(node.shape):<20}{counts.get(index, 0):>12,}"
             lines.append(line if chain else line + "  " + ", ".join(src.name for src in node.inputs))
         lines.append(f"total parameters: {plan.flat_params.size:,}")
+        if plan.fused_from:
+            lines.append("*: applied by the layer before it, in that layer's kernels (fused)")
         memory = plan.memory
         lines.append(f"buffers at batch {self.batch_size}: activations {memory['activations'] / 2**20:.1f} MiB, "
                      f"gradients {memory['gradients'] / 2**20:.1f} MiB (shared between tensors whose "

@@ -9,7 +9,10 @@ Given the input node and the layer nodes in a topological order (fastnet/graph.p
      reader to run backward writes the tensor's gradient; a later reader adds into it (layers that
      can, see Layer.accumulates) or writes a scratch buffer that is then added;
   4. shares gradient buffers between tensors whose gradients are never live at once: a tensor's
-     gradient lives from its first reader's backward to its producer's backward.
+     gradient lives from its first reader's backward to its producer's backward;
+  5. fuses a ReLU into the layer before it (Layer.fuses_relu: Conv2D) where the ReLU is that
+     output's only reader: the layer's kernels apply it while each image is in cache, the two
+     tensors share one activation buffer and one gradient buffer, and the ReLU is never called.
 Model runs every kernel once after this (Numba compiles it), then initialises the parameters.
 """
 
@@ -18,6 +21,7 @@ import math
 import numpy as np
 
 from .errors import ShapeError
+from .layers.activation import ReLU
 from .layers.base import Slot, WorkspaceSpec
 
 WRITE, ACCUMULATE, SCRATCH = "write", "accumulate", "scratch"
@@ -37,7 +41,10 @@ class Plan:
         self.position = {id(t): i for i, t in enumerate(tensors)}
         self.inputs_of = [[self.position[id(src)] for src in node.inputs] for node in nodes]
         self._allocate_layers(prefixes, rng)
+        self.fused_from = self._fuse_relus()
         self.acts = [k.zeros((batch_size, *t.shape), self.dtype) for t in tensors]
+        for relu, producer in self.fused_from.items():
+            self.acts[producer] = self.acts[relu]   # the producer writes the ReLU's output
         self._schedule_backward()
         self.init_rng = rng
 
@@ -83,6 +90,23 @@ class Plan:
             self.slots.append(Slot(node.layer, index, prefix, params, grads, buffers, workspace, seed,
                                    node.output_index))
 
+    def _fuse_relus(self):
+        """{ReLU position: its producer's position} for every ReLU fused into the layer before it;
+        marks both slots (slot.relu on the producer, slot.fused on the ReLU)."""
+        readers = [0] * (len(self.nodes) + 1)
+        for inputs in self.inputs_of:
+            for src in inputs:
+                readers[src] += 1
+        fused = {}
+        for out, (node, inputs) in enumerate(zip(self.nodes, self.inputs_of), start=1):
+            src = inputs[0]
+            if (type(node.layer) is ReLU and src > 0 and readers[src] == 1
+                    and self.slots[src - 1].layer.fuses_relu):
+                self.slots[src - 1].relu = True
+                self.slots[out - 1].fused = True
+                fused[out] = src
+        return fused
+
     def _schedule_backward(self):
         """For every layer call, in backward order, how each input gradient is produced, and
         gradient buffers shared between tensors whose gradients are not live at the same time."""
@@ -106,7 +130,8 @@ class Plan:
                 if not written[src]:
                     mode = WRITE
                     written[src] = True
-                    block_of[src] = pool.take(sizes[src])
+                    # a fused ReLU's input gradient is its output gradient, masked in place
+                    block_of[src] = block_of[out] if slot.fused else pool.take(sizes[src])
                 else:
                     mode = ACCUMULATE if slot.layer.accumulates else SCRATCH
                 edges.append([src, mode, pool.take(sizes[src]) if mode == SCRATCH else None])
@@ -115,7 +140,8 @@ class Plan:
             for _, mode, block in edges:
                 if mode == SCRATCH:
                     pool.give_back(block)        # added into the tensor's gradient right after
-            pool.give_back(block_of[out])  # read as dy for the last time
+            if not slot.fused:
+                pool.give_back(block_of[out])  # read as dy for the last time
         blocks = [self.k.zeros(size, self.dtype) for size in pool.sizes]
         self.grads = [self._view(blocks[block], position)
                       for position, block in enumerate(block_of)]
@@ -125,7 +151,8 @@ class Plan:
                     edge[2] = self._view(blocks[edge[2]], edge[0])
         itemsize = self.dtype.itemsize
         scratch = sum(sizes[e[0]] for edges in self.backward_edges for e in edges if e[1] == SCRATCH)
-        self.memory = {"activations": sum(a.nbytes for a in self.acts),
+        distinct = {id(a): a for a in self.acts}.values()
+        self.memory = {"activations": sum(a.nbytes for a in distinct),
                        "gradients": sum(pool.sizes) * itemsize,
                        "gradients_unshared": (sum(sizes) + scratch) * itemsize}
 
@@ -158,6 +185,8 @@ class Plan:
     def forward(self, k, n, train):
         acts = self.acts
         for slot, inputs, out in zip(self.slots, self.inputs_of, range(1, len(acts))):
+            if slot.fused:
+                continue
             xs = [acts[i][:n] for i in inputs]
             slot.layer.forward(k, slot, xs, acts[out][:n], train)
         return acts[-1][:n]
@@ -170,6 +199,8 @@ class Plan:
         acts, grads = self.acts, self.grads
         for out in range(len(self.slots), 0, -1):
             slot, edges = self.slots[out - 1], self.backward_edges[out - 1]
+            if slot.fused:
+                continue
             dxs = []
             for src, mode, scratch in edges:
                 if not (input_grad or self.wants_grad[src]):

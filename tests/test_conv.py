@@ -92,3 +92,48 @@ def test_conv2d_matches_pytorch(geometry, dtype, tol):
     np.testing.assert_allclose(grads["input"], xt.grad.numpy(), rtol=tol, atol=tol)
     np.testing.assert_allclose(grads["0.weight"], conv.weight.grad.numpy(), rtol=tol, atol=tol)
     np.testing.assert_allclose(grads["0.bias"], conv.bias.grad.numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES[1:4], ids=geometry_id)
+def test_relu_fused_into_the_convolution_has_correct_gradients(geometry):
+    in_shape, out_channels, kernel, stride, padding = geometry
+    model = fn.Sequential([fn.Conv2D(out_channels, kernel, stride, padding), fn.ReLU()]).compile(
+        in_shape, 2, loss="mse", dtype="float64", seed=3)
+    assert model.plan.fused_from == {2: 1}          # the ReLU (tensor 2) is applied by the conv
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(2, *in_shape))
+    assert check_gradients(model, x, rng.normal(size=(2, *model.output_shape))) == 2
+
+
+def test_fused_relu_trains_exactly_as_an_unfused_one():
+    # LeakyReLU(0) is the same function but is never fused: outputs, gradients and the parameters
+    # after a few steps must be the same numbers.
+    def network(activation):
+        return fn.Sequential([fn.Conv2D(4, 3, padding=1), activation(), fn.MaxPool2D(2),
+                              fn.Conv2D(5, 3), activation(), fn.Flatten(), fn.Dense(3)])
+
+    fused, plain = (network(a).compile((2, 8, 8), 6, optimizer=fn.SGD(0.1, momentum=0.9), seed=1)
+                    for a in (fn.ReLU, lambda: fn.LeakyReLU(0.0)))
+    assert fused.plan.fused_from == {2: 1, 5: 4} and plain.plan.fused_from == {}
+    plain.load_state_dict(fused.state_dict())
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(6, 2, 8, 8)).astype(np.float32), rng.integers(0, 3, 6)
+    np.testing.assert_array_equal(fused.predict(x), plain.predict(x))
+    for a, b in zip(fused.gradients(x, y)[1].values(), plain.gradients(x, y)[1].values()):
+        np.testing.assert_array_equal(a, b)
+    for _ in range(3):
+        fused.train_step(x, y)
+        plain.train_step(x, y)
+    for name, value in fused.state_dict().items():
+        np.testing.assert_array_equal(value, plain.state_dict()[name], err_msg=name)
+
+
+def test_relu_is_not_fused_when_the_convolution_output_has_another_reader():
+    x = fn.Input((2, 5, 5))
+    c = fn.Conv2D(3, 3, padding=1)(x)
+    h = fn.Add()(fn.ReLU()(c), c)                    # c is read by the ReLU and by the Add
+    out = fn.Dense(2)(fn.Flatten()(fn.Conv2D(2, 3)(h)))
+    model = fn.Graph(inputs=x, outputs=out).compile(batch_size=3, dtype="float64", seed=4)
+    assert model.plan.fused_from == {}
+    rng = np.random.default_rng(5)
+    assert check_gradients(model, rng.normal(size=(3, 2, 5, 5)), np.array([0, 1, 1])) == 6

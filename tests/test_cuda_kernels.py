@@ -150,7 +150,7 @@ def test_dense(dtype):
 # ---------------------------------------------------------------- convolution
 
 
-def _conv_case(rng, dtype, N, C, H, W, O, KH, KW, sh, sw, ph, pw, bias, want_dx, chunk=None):
+def _conv_case(rng, dtype, N, C, H, W, O, KH, KW, sh, sw, ph, pw, bias, want_dx, chunk=None, relu=False):
     OH, OW = (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
     x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (O, C, KH, KW), dtype)
     b = randn(rng, O, dtype) if bias else None
@@ -160,11 +160,12 @@ def _conv_case(rng, dtype, N, C, H, W, O, KH, KW, sh, sw, ph, pw, bias, want_dx,
     cpu_ws = {k: np.empty(s, dtype) for k, s in
               kc.conv.conv2d_workspace_shapes(C, H, W, O, KH, KW, *geometry).items()}
     y = np.empty((N, O, OH, OW), dtype)
-    kc.conv2d_forward(x, w, b, cpu_ws["cols"], cpu_ws["padded"], y, *geometry)
+    kc.conv2d_forward(x, w, b, cpu_ws["cols"], cpu_ws["padded"], y, *geometry, relu)
     dw, db = np.empty_like(w), (np.empty(O, dtype) if bias else None)
     dx = np.empty_like(x) if want_dx else None
-    kc.conv2d_backward(x, w, dy, cpu_ws["cols"], cpu_ws["padded"], cpu_ws["partial"], cpu_ws["product"],
-                       dw, db, dx, *geometry)
+    # (a fused ReLU masks dy in place: each device gets its own copy)
+    kc.conv2d_backward(x, w, y, dy.copy(), cpu_ws["cols"], cpu_ws["padded"], cpu_ws["partial"],
+                       cpu_ws["product"], dw, db, dx, *geometry, relu)
 
     shapes = kg.conv2d_workspace_shapes(C, H, W, O, KH, KW, *geometry)
     if chunk is not None:               # fewer images per chunk than the batch: several chunks
@@ -172,13 +173,14 @@ def _conv_case(rng, dtype, N, C, H, W, O, KH, KW, sh, sw, ph, pw, bias, want_dx,
         shapes["partial"] = (chunk, *shapes["partial"][1:])
     ws = {k: empty(s, dtype) for k, s in shapes.items()}
     yg = empty(y.shape, dtype)
-    kg.conv2d_forward(dev(x), dev(w), dev(b) if bias else None, ws["cols"], ws["padded"], yg, *geometry)
+    kg.conv2d_forward(dev(x), dev(w), dev(b) if bias else None, ws["cols"], ws["padded"], yg, *geometry,
+                      relu)
     close(yg, y, dtype)
     dwg = empty(w.shape, dtype)
     dbg = empty(O, dtype) if bias else None
     dxg = empty(x.shape, dtype) if want_dx else None
-    kg.conv2d_backward(dev(x), dev(w), dev(dy), ws["cols"], ws["padded"], ws["partial"], ws["product"],
-                       dwg, dbg, dxg, *geometry)
+    kg.conv2d_backward(dev(x), dev(w), yg, dev(dy), ws["cols"], ws["padded"], ws["partial"], ws["product"],
+                       dwg, dbg, dxg, *geometry, relu)
     close(dwg, dw, dtype)
     if bias:
         close(dbg, db, dtype)
@@ -200,6 +202,11 @@ def test_conv_several_chunks_float64():
     # 3 images in chunks of 2: the weight gradient adds the second chunk into the first's partials.
     _conv_case(np.random.default_rng(5), np.float64, N=3, C=2, H=4, W=4, O=3, KH=2, KW=2,
                sh=1, sw=1, ph=0, pw=0, bias=True, want_dx=True, chunk=2)
+
+
+def test_conv_fused_relu():
+    _conv_case(np.random.default_rng(6), np.float32, N=3, C=2, H=6, W=5, O=4, KH=3, KW=3,
+               sh=1, sw=1, ph=1, pw=1, bias=True, want_dx=True, chunk=2, relu=True)
 
 
 # ---------------------------------------------------------------- pooling

@@ -83,6 +83,8 @@ class Slot:
         self.row_offset = 0         # index of the batch's first row within a longer forward(x)
         self.output_index = output_index  # which output of a several-output layer this call computes
         self.accumulate = []        # per input: add into its gradient instead of writing (see Layer)
+        self.relu = False           # apply the ReLU that alone reads this output (Plan fuses it)
+        self.fused = False          # this ReLU is applied by the layer before it: never called
 
     def work(self, name, n):
         """Workspace `name` for a batch of n rows (a view, no copy)."""
@@ -95,6 +97,8 @@ class Layer(ABC):
     n_inputs = 1        # None: any number (Add, Concat)
     n_outputs = 1
     accumulates = False  # backward can add into dxs[i] where slot.accumulate[i]
+    fuses_relu = False   # forward applies a ReLU to y where slot.relu, and backward masks dy by
+                         # y > 0 first (in place): the plan then skips the ReLU layer
 
     def __init__(self, name=None):
         if name is not None and (not isinstance(name, str) or not name or ":" in name):

@@ -14,6 +14,8 @@ from .base import Layer, WorkspaceSpec, int_pair
 class Conv2D(Layer):
     """y[n, o] = b[o] + sum_c w[o, c] (*) x[n, c], with w of shape (out_channels, in_channels, kh, kw)."""
 
+    fuses_relu = True
+
     def __init__(self, out_channels, kernel_size, stride=1, padding=0, bias=True, name=None):
         super().__init__(name)
         label = name or "Conv2D"
@@ -60,13 +62,14 @@ class Conv2D(Layer):
     def forward(self, k, slot, xs, y, train):
         bias = slot.params["bias"] if self.bias else None
         ws = slot.workspace
-        k.conv2d_forward(xs[0], slot.params["weight"], bias, ws["cols"], ws["padded"], y, *self._geometry())
+        k.conv2d_forward(xs[0], slot.params["weight"], bias, ws["cols"], ws["padded"], y, *self._geometry(),
+                         slot.relu)
 
     def backward(self, k, slot, xs, y, dy, dxs):
         ws = slot.workspace
         db = slot.grads["bias"] if self.bias else None
-        k.conv2d_backward(xs[0], slot.params["weight"], dy, ws["cols"], ws["padded"], ws["partial"],
-                          ws["product"], slot.grads["weight"], db, dxs[0], *self._geometry())
+        k.conv2d_backward(xs[0], slot.params["weight"], y, dy, ws["cols"], ws["padded"], ws["partial"],
+                          ws["product"], slot.grads["weight"], db, dxs[0], *self._geometry(), slot.relu)
 
     def __repr__(self):
         extra = "" if self.bias else ", bias=False"

@@ -114,10 +114,31 @@ def _col2im_image(dcols, padded, dx, n, KH, KW, sh, sw, ph, pw):
                 dx[n, c, h, w] = padded[c, h + ph, w + pw]
 
 
+@njit(cache=True)
+def _relu_in_place(yn):
+    """yn = yn if yn > 0 else 0, element-wise: relu_forward's expression (NaN becomes 0 in both)."""
+    zero = yn.dtype.type(0)
+    for o in range(yn.shape[0]):
+        for p in range(yn.shape[1]):
+            v = yn[o, p]
+            yn[o, p] = v if v > zero else zero
+
+
+@njit(cache=True)
+def _relu_mask_in_place(yn, dyn):
+    """dyn = dyn if yn > 0 else 0: relu_backward's, with the mask read from the ReLU's output."""
+    zero = dyn.dtype.type(0)
+    for o in range(yn.shape[0]):
+        for p in range(yn.shape[1]):
+            if not yn[o, p] > zero:
+                dyn[o, p] = zero
+
+
 @njit(cache=True, parallel=True)
-def conv2d_forward(x, w, b, cols, padded, y, sh, sw, ph, pw):
-    """y = conv2d(x, w) + b (b may be None: no bias). cols, padded: per-thread scratch (T, K, P) and
-    (T, C, H + 2ph, W + 2pw)."""
+def conv2d_forward(x, w, b, cols, padded, y, sh, sw, ph, pw, relu):
+    """y = conv2d(x, w) + b (b may be None: no bias), then y = max(y, 0) where relu (a ReLU fused
+    into the convolution: applied while the image is in cache). cols, padded: per-thread scratch
+    (T, K, P) and (T, C, H + 2ph, W + 2pw)."""
     N = x.shape[0]
     O, C, KH, KW = w.shape
     K = C * KH * KW
@@ -136,14 +157,17 @@ def conv2d_forward(x, w, b, cols, padded, y, sh, sw, ph, pw):
                     bo = b[o]
                     for p in range(P):
                         yn[o, p] += bo
+            if relu:
+                _relu_in_place(yn)
 
 
 @njit(cache=True, parallel=True)
-def conv2d_backward(x, w, dy, cols, padded, partial, product, dw, db, dx, sh, sw, ph, pw):
+def conv2d_backward(x, w, y, dy, cols, padded, partial, product, dw, db, dx, sh, sw, ph, pw, relu):
     """dw[o, c, kh, kw] = sum_{n, oh, ow} dy[n, o, oh, ow] x[n, c, oh*sh - ph + kh, ow*sw - pw + kw];
     db[o] = sum_{n, oh, ow} dy[n, o, oh, ow]  (db None: no bias);
     dx[n, c, h, w] = sum of dy[n, o, oh, ow] w[o, c, kh, kw] over the windows that read (h, w)
-    (dx None: not wanted). All written, not accumulated."""
+    (dx None: not wanted). All written, not accumulated. Where relu (the forward applied a ReLU to y),
+    dy is first masked in place, dy = 0 where y <= 0: the gradient of the convolution's own output."""
     N = x.shape[0]
     O, C, KH, KW = w.shape
     K = C * KH * KW
@@ -155,6 +179,8 @@ def conv2d_backward(x, w, dy, cols, padded, partial, product, dw, db, dx, sh, sw
         partial[t] = dw.dtype.type(0)
         for n in range(N * t // T, N * (t + 1) // T):
             dyn = dy[n].reshape(O, P)
+            if relu:
+                _relu_mask_in_place(y[n].reshape(O, P), dyn)
             _pad_image(x, n, padded[t], ph, pw)
             _im2col_image(padded[t], scratch, KH, KW, sh, sw)
             matmul(scratch, dyn.T, product[t])

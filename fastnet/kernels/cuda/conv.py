@@ -20,6 +20,7 @@ Nothing here allocates.
 import numpy as np
 from numba import cuda, float64
 
+from .activation import relu_backward, relu_forward
 from .gemm import gemm
 from .launch import REDUCE_THREADS, block_sum, grid_1d, reduce_threads
 
@@ -131,7 +132,7 @@ def _im2col(x, n0, count, cols, KH, KW, sh, sw, ph, pw, OW):
     _im2col_kernel[blocks, threads](x, n0, count, cols, KH, KW, sh, sw, ph, pw, OW)
 
 
-def conv2d_forward(x, w, b, cols, padded, y, sh, sw, ph, pw):
+def conv2d_forward(x, w, b, cols, padded, y, sh, sw, ph, pw, relu):
     """y = conv2d(x, w) + b (b may be None: no bias). cols: the (G, K, P) chunk workspace (padded:
     not used).
     Per chunk: im2col, one thread per column entry; the GEMM, grid (P/16, O/16, images)."""
@@ -146,11 +147,16 @@ def conv2d_forward(x, w, b, cols, padded, y, sh, sw, ph, pw):
         count = min(G, N - n0)
         _im2col(x, n0, count, cols, KH, KW, sh, sw, ph, pw, OW)
         gemm(w3, cols[:count], y[n0:n0 + count].reshape(count, O, P), bias=b, bias_on_rows=True)
+    if relu:                             # a fused ReLU: one pass here (the CPU applies it per image)
+        relu_forward(y.reshape(y.size), y.reshape(y.size))
 
 
-def conv2d_backward(x, w, dy, cols, padded, partial, product, dw, db, dx, sh, sw, ph, pw):
+def conv2d_backward(x, w, y, dy, cols, padded, partial, product, dw, db, dx, sh, sw, ph, pw, relu):
     """dw, db (None: no bias) and dx (None: not wanted) of y = conv2d(x, w) + b, all written, not
-    accumulated (the CPU kernel's contract). padded and product are not used."""
+    accumulated (the CPU kernel's contract); where relu, dy is first masked in place by y > 0 (one
+    pass here). padded and product are not used."""
+    if relu:
+        relu_backward(y.reshape(y.size), dy.reshape(dy.size), dy.reshape(dy.size))
     N = x.shape[0]
     O, C, KH, KW = w.shape
     K = C * KH * KW
