@@ -19,12 +19,25 @@ def mse_data(model, n, seed=1):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("features, out", [(5, 4), (1, 3), (7, 1)])
+@pytest.mark.parametrize("features, out", [(5, 4), (1, 3), (7, 1), (3, 40)])  # 40: split by features
 @pytest.mark.parametrize("bias", [True, False])
 def test_dense(batch, features, out, bias):
     model = compile64([fn.Dense(out, bias=bias)], (features,), batch)
     x, y = mse_data(model, batch)
     assert check_gradients(model, x, y) == (2 if bias else 1)
+
+
+@pytest.mark.parametrize("rows", [3, 300])
+def test_dense_forward_split_by_rows_or_by_features_agrees_with_numpy(rows):
+    # a small batch is split over the output features (3 rows), a large one over the rows (300)
+    from fastnet.kernels import cpu as k
+    rng = np.random.default_rng(3)
+    x, w, b = rng.normal(size=(rows, 50)), rng.normal(size=(40, 50)), rng.normal(size=40)
+    y, scratch = np.full((rows, 40), np.nan), np.full((rows, 40), np.nan)
+    k.dense_forward(x, w, b, y, scratch)
+    np.testing.assert_allclose(y, x @ w.T + b, rtol=1e-12, atol=1e-12)
+    k.dense_forward_nobias(x, w, y, scratch)
+    np.testing.assert_allclose(y, x @ w.T, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("layer", [fn.ReLU(), fn.LeakyReLU(0.1), fn.LeakyReLU(0.5), fn.Sigmoid(),
