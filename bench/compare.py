@@ -37,6 +37,10 @@ else:  # run as a script: python bench/compare.py
     torch_models = None if torch is None else __import__("torch_models")
 
 MODELS = ("mlp", "lenet5", "cnn")      # the default set; resnet8 too with --models
+# Seconds of idling before each burst: BLAS and OpenMP worker threads spin for a while after their
+# last call (OpenBLAS's up to ~0.1 s) and would otherwise take the cores from the next peer's burst;
+# without the pause one peer's figure swung by up to 1.8x between runs on the 2-core machine.
+SETTLE = 0.2
 
 
 def torch_network(name):
@@ -122,6 +126,7 @@ def measure(name, batch, rounds, with_numpy):
             for peer in (order if r % 2 == 0 else order[::-1]):
                 # NumPy is ~10x slower: fewer steps keep its bursts comparable in length.
                 n = max(1, steps // 8) if peer == "numpy" else steps
+                time.sleep(SETTLE)
                 samples[peer].append(images_per_second(runs[peer], batch, n))
         row = {"model": name, "batch": batch, "mode": mode, "rounds": rounds}
         for peer, values in samples.items():
