@@ -19,6 +19,7 @@ GEOMETRIES = [
     ((2, 6, 6), 2, 3, 3, 0),             # windows that tile the image exactly
     ((8, 5, 4), 6, 3, 1, 1),             # O*K = 432 > gemm.SMALL_A, SMALL_C: BLAS, not the small loops
     ((3, 5, 5), 8, 3, 1, 1),             # O*K = 216: the weight gradient a loop, the input's BLAS
+    ((4, 7, 7), 12, 3, 2, 1),            # BLAS products, stride 2
 ]
 
 
