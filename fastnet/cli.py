@@ -33,6 +33,7 @@ def info():
         ("blas threads", fastnet.threads.describe()),
         ("numba cache dir", numba.config.CACHE_DIR or "__pycache__ beside each kernel module"),
         ("blas", _blas()),
+        ("matrix products", _products()),
         ("cuda", _cuda()),
     ]
     width = max(len(name) for name, _ in rows)
@@ -55,6 +56,14 @@ def _blas():
     config = scipy.show_config(mode="dicts")
     blas = config.get("Build Dependencies", {}).get("blas", {})
     return f"{blas.get('name', 'unknown')} {blas.get('version', '')} (scipy)".strip()
+
+
+def _products():
+    """Which BLAS the CPU kernels' matrix products call (fastnet/kernels/cpu/blas.py)."""
+    from fastnet.kernels.cpu import blas
+    if blas.AVAILABLE:
+        return f"NumPy's OpenBLAS, one thread per call ({os.path.basename(blas.LIBRARY)})"
+    return "np.dot in Numba: SciPy's OpenBLAS, one thread (NumPy's own OpenBLAS not found)"
 
 
 def _cuda():

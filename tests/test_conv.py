@@ -17,7 +17,7 @@ GEOMETRIES = [
     ((3, 4, 4), 2, 5, 1, 2),             # kernel larger than the image, padded
     ((12, 3, 3), 9, 1, 1, 0),            # 1x1 with many channels
     ((2, 6, 6), 2, 3, 3, 0),             # windows that tile the image exactly
-    ((8, 5, 4), 6, 3, 1, 1),             # O*K = 432 > gemm.SMALL_A, SMALL_C: BLAS, not the small loops
+    ((8, 5, 4), 6, 3, 1, 1),             # O*K = 432 > gemm.SMALL_C: the weight gradient through BLAS
     ((3, 5, 5), 8, 3, 1, 1),             # O*K = 216: the weight gradient a loop, the input's BLAS
     ((4, 7, 7), 12, 3, 2, 1),            # BLAS products, stride 2
 ]

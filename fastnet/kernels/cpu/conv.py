@@ -18,9 +18,9 @@ on the zoo's convolutions: 27 vs 47 us for cnn's second), and then
     backward params  dw.T (K, O) += cols (K, P) @ dy[n].T (P, O)  -- cols recomputed, not stored
     backward input   dcols (K, P) = w.T (K, O) @ dy[n] (O, P);  dx[n] = col2im(dcols)
 Each thread owns a contiguous block of images and a (K, P) scratch matrix that stays in its cache
-from im2col through the GEMMs to col2im; BLAS runs single-threaded inside (fastnet/threads.py).
-Where w is small (a first layer on one channel: O * K <= gemm.SMALL_A or SMALL_C) the products are
-plain loops instead (gemm.matmul_small, matmul_nt_small): up to 1.4x faster than BLAS there.
+from im2col through the GEMMs to col2im; each product one single-threaded BLAS call (blas.py, gemm.py).
+Where the weight gradient is small (a first layer on one channel: O * K <= gemm.SMALL_C) its
+product is a plain loop instead (gemm.matmul_nt_small): up to 1.2x faster than BLAS there.
 Measured against one GEMM over the whole batch (the (N*P, K) columns of every image, then a
 layout pass to NCHW): 1.4x faster on cnn's second convolution and 3x on its first (C=1), and no
 batch-sized column buffer (58 MB for cnn at batch 256).
@@ -40,7 +40,7 @@ Nothing here allocates.
 import numpy as np
 from numba import njit, prange
 
-from .gemm import BLOCKS, SMALL_A, SMALL_C, matmul, matmul_nt_small, matmul_small
+from .gemm import BLOCKS, SMALL_C, matmul, matmul_nt_small
 
 
 def conv2d_output_hw(H, W, KH, KW, sh, sw, ph, pw):
@@ -147,17 +147,13 @@ def conv2d_forward(x, w, b, cols, padded, y, sh, sw, ph, pw, relu):
     P = y.shape[2] * y.shape[3]
     T = cols.shape[0]
     w2 = w.reshape(O, K)
-    small = O * K <= SMALL_A
     for t in prange(T):
         scratch = cols[t]
         for n in range(N * t // T, N * (t + 1) // T):
             _pad_image(x, n, padded[t], ph, pw)
             _im2col_image(padded[t], scratch, KH, KW, sh, sw)
             yn = y[n].reshape(O, P)
-            if small:
-                matmul_small(w2, scratch, yn)
-            else:
-                matmul(w2, scratch, yn)
+            matmul(w2, scratch, yn)
             if b is not None:
                 for o in range(O):
                     bo = b[o]
@@ -180,7 +176,6 @@ def conv2d_backward(x, w, y, dy, cols, padded, partial, product, dw, db, dx, sh,
     P = dy.shape[2] * dy.shape[3]
     T = cols.shape[0]
     w2 = w.reshape(O, K)
-    small_w = O * K <= SMALL_A          # w (O, K) the small operand of the input gradient
     small_dw = O * K <= SMALL_C         # the (K, O) weight gradient product small
     for t in prange(T):
         scratch = cols[t]
@@ -199,10 +194,7 @@ def conv2d_backward(x, w, y, dy, cols, padded, partial, product, dw, db, dx, sh,
                 for o in range(O):
                     partial[t, k, o] += product[t, k, o]    # (a += on arrays would allocate)
             if dx is not None:
-                if small_w:                         # the columns are done with: reuse as dcols
-                    matmul_small(w2.T, dyn, scratch)
-                else:
-                    matmul(w2.T, dyn, scratch)
+                matmul(w2.T, dyn, scratch)          # the columns are done with: reuse as dcols
                 _col2im_image(scratch, padded[t], dx, n, KH, KW, sh, sw, ph, pw)
     dw2 = dw.reshape(O, K)
     for o in prange(O):

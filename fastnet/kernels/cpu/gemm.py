@@ -1,7 +1,7 @@
 """Matrix products spread over Numba's threads, each block one single-threaded BLAS call.
 
-fastnet keeps one pool of threads, Numba's: BLAS runs single-threaded (fastnet/threads.py), and a
-large product is cut into blocks of rows that Numba's threads compute side by side. Two pools
+fastnet keeps one pool of threads, Numba's: each BLAS call runs single-threaded (blas.py, threads.py),
+and a large product is cut into blocks of rows that Numba's threads compute side by side. Two pools
 taking turns on the same cores (Numba's parallel loops, then BLAS's own threads) made each spin
 on the cores the other needed next.
 """
@@ -9,6 +9,8 @@ on the cores the other needed next.
 import numba
 import numpy as np
 from numba import njit, prange
+
+from . import blas
 
 MIN_ROWS = 16   # rows per block; fewer and the per-call overhead outweighs the second core
 # One block per thread. A constant, not numba.get_num_threads(): that call would keep every caller
@@ -18,36 +20,24 @@ BLOCKS = numba.config.NUMBA_NUM_THREADS
 
 
 @njit(cache=True)
-def matmul(a, b, c):
-    """c = a @ b, one BLAS call (single-threaded: fastnet/threads.py)."""
+def matmul_dot(a, b, c):
+    """c = a @ b through Numba's np.dot: SciPy's OpenBLAS, limited to one thread (threads.py).
+    a and b C- or F-contiguous, c C-contiguous."""
     np.dot(a, b, c)
 
 
-# Products with a small operand run faster as the plain loops below than through OpenBLAS, whose
-# per-call packing outweighs so little work: matmul_small where a has at most SMALL_A entries,
-# matmul_nt_small where c has at most SMALL_C. Measured in the convolution kernels (2 threads, per
-# image): lenet5's first convolution, (6 x 25) @ (25 x 784), forward 6.2 vs 8.6 us and weight
-# gradient 7.4 vs 9.4 us; cnn's first, (32 x 9) @ (9 x 784), forward 7.2 vs 6.2 us (BLAS wins)
-# but weight gradient 12.3 vs 15.5 us; at (16 x 150) @ (150 x 100) BLAS wins both.
-SMALL_A = 200
+# c = a @ b, one single-threaded BLAS call: NumPy's own OpenBLAS where it is found (faster on these
+# products, see blas.py), else np.dot. Chosen at import; Numba compiles it into its callers.
+matmul = blas.gemm if blas.AVAILABLE else matmul_dot
+
+
+# Weight-gradient products c (M, N) = a @ b.T with at most SMALL_C entries in c and long rows in a and b
+# (a first convolution on one channel: K = 9 or 25 rows, P = 784 columns) run faster as the plain
+# loops of matmul_nt_small than through BLAS, whose per-call packing outweighs so little work.
+# Measured in the convolution kernel (2 threads, per image, NumPy's OpenBLAS): lenet5's first,
+# (25 x 784) @ (784 x 6), 7.3 vs 8.9 us; cnn's first, (9 x 784) @ (784 x 32), 12.0 vs 12.8 us.
+# (Forward products of that size were as fast or faster through BLAS.)
 SMALL_C = 300
-
-
-@njit(cache=True)
-def matmul_small(a, b, c):
-    """c = a @ b for a small a (M, K) and long rows of b (K, N): row m of c is the sum over k of
-    a[m, k] * b[k], a loop along N the compiler vectorises. a may be a transposed view."""
-    M, K = a.shape
-    zero = c.dtype.type(0)
-    for m in range(M):
-        row = c[m]
-        for n in range(row.shape[0]):
-            row[n] = zero
-        for k in range(K):
-            scale = a[m, k]
-            source = b[k]
-            for n in range(row.shape[0]):
-                row[n] += scale * source[n]
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
