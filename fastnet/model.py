@@ -16,6 +16,7 @@ from .errors import CheckpointError, DataError, DivergenceError, ShapeError
 from .kernels.cpu.augment import gather_crop_flip
 from .optim import SGD, Optimizer
 from .plan import Plan
+from .threads import restores_numpy_blas_threads
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -42,6 +43,7 @@ class History:
 
 
 class Model:
+    @restores_numpy_blas_threads
     def __init__(self, network, input_node, nodes, batch_size, loss, optimizer, device, seed, dtype):
         if int(batch_size) != batch_size or batch_size < 1:
             raise ShapeError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -136,12 +138,14 @@ class Model:
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         return x, y
 
+    @restores_numpy_blas_threads
     def train_step(self, x, y):
         """One optimizer step on one batch (at most batch_size rows); returns the loss."""
         x, y = self._check_batch(x, y)
         n = self._load(x, y)
         return self._train_loaded(n, "train_step")
 
+    @restores_numpy_blas_threads
     def gradients(self, x, y, input_grad=False):
         """Train-mode forward and backward without an update: (loss, {name: gradient copy}),
         with "input" added when input_grad is true."""
@@ -157,6 +161,7 @@ class Model:
         return float(loss), grads
 
     # -- whole datasets ------------------------------------------------------------------
+    @restores_numpy_blas_threads
     def forward(self, x, train=False):
         """Network outputs for any number of rows, in chunks of the compiled batch size."""
         x = self._check_x(x, finite=False)
@@ -170,10 +175,12 @@ class Model:
             self.k.copy_out(out[start:start + n], self.plan.forward(self.k, n, train))
         return out
 
+    @restores_numpy_blas_threads
     def predict(self, x):
         """Network outputs in evaluation mode (logits for a network ending in Dense)."""
         return self.forward(self._check_x(x, finite=True), train=False)
 
+    @restores_numpy_blas_threads
     def evaluate(self, x, y):
         """{"loss": mean loss, "accuracy": fraction correct (None for mse)} in evaluation mode."""
         x = self._check_x(x, finite=True)
@@ -189,6 +196,7 @@ class Model:
         accuracy = correct / len(x) if self.loss_fn.has_accuracy else None
         return {"loss": total / len(x), "accuracy": accuracy}
 
+    @restores_numpy_blas_threads
     def fit(self, x, y, epochs=1, validation_data=None, shuffle=True, verbose=1, schedule=None,
             initial_epoch=0, callbacks=(), augment=None):
         """Minibatch training; returns a History. All inputs are checked before any step runs.

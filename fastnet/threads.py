@@ -10,9 +10,26 @@ SciPy's OpenBLAS to one thread and splits the large products over Numba's thread
 (kernels/cpu/gemm.py). NumPy's own BLAS, which fastnet does not use, is left alone.
 """
 
+import functools
 import os
 
+from .kernels.cpu import blas
+
 _limited = []
+
+
+def restores_numpy_blas_threads(method):
+    """For the model's entry points: the kernels set NumPy's OpenBLAS to one thread while they
+    run (kernels/cpu/blas.py); the count the program had is put back when the method returns."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        before = blas.get_threads()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            if blas.get_threads() != before:
+                blas.set_threads(before)
+    return wrapper
 
 
 def use_single_threaded_blas():

@@ -1,10 +1,13 @@
 """The matrix products the CPU kernels make: NumPy's OpenBLAS through CBLAS (blas.gemm) and the
 np.dot fallback (gemm.matmul_dot), on every layout the kernels pass, against NumPy."""
 
+import os
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
+import fastnet as fn
 from fastnet.kernels.cpu import blas, gemm
 
 
@@ -56,11 +59,22 @@ def test_blas_products_into_rows_of_a_larger_output_and_of_empty_shapes():
 
 
 @pytest.mark.skipif(not blas.AVAILABLE, reason="NumPy here has no bundled OpenBLAS")
-def test_numpys_blas_keeps_its_threads():
-    # The kernels set one thread for the calling thread only: NumPy's own products keep theirs.
+def test_the_kernels_run_numpys_blas_on_one_thread_and_the_model_gives_its_threads_back():
     def numpys():
         return [d["num_threads"] for d in threadpool_info()
-                if d["user_api"] == "blas" and d["filepath"] == blas.LIBRARY]
-    before = numpys()
-    blas.gemm(np.ones((64, 64)), np.ones((64, 64)), np.zeros((64, 64)))
-    assert numpys() == before and before
+                if d["user_api"] == "blas" and os.path.realpath(d["filepath"]) == blas.LIBRARY]
+    original = blas.get_threads()
+    assert numpys() == [original]
+    blas.set_threads(2)                               # any count but 1, even on a 1-core machine
+    try:
+        blas.gemm(np.ones((8, 8)), np.ones((8, 8)), np.zeros((8, 8)))
+        assert numpys() == [1]                        # a kernel's product: one thread
+        blas.set_threads(2)
+        model = fn.models.mlp(hidden=(8,), input_shape=(1, 4, 4)).compile(batch_size=4)
+        x, y = np.ones((4, 1, 4, 4), np.float32), np.arange(4)
+        model.train_step(x, y)
+        model.fit(x, y, epochs=1, verbose=0, validation_data=(x, y))
+        model.predict(x)
+        assert numpys() == [2]                        # the program's count, back after each
+    finally:
+        blas.set_threads(original)

@@ -7,13 +7,17 @@ faster, most of all the small ones, on one core (GFLOP/s, SciPy's vs NumPy's):
 101 vs 122. Inside the convolution kernels the forward ran 11-21% faster with it.
 
 Each call runs single-threaded: fastnet's threads split the work themselves (gemm.py), and two
-pools of threads on the same cores made each spin on the cores the other needed. The thread
-count is set for the calling thread only (openblas_set_num_threads_local) and restored after, so
-NumPy's own matrix products elsewhere in the program keep their threads.
+pools of threads on the same cores made each spin on the cores the other needed (a convolution
+ran 3-5x slower). OpenBLAS has one thread count for the whole library (its "_local" setter sets
+it too), so gemm sets it to 1 where it is not, and the model's entry points put back the count
+the program had when they return (threads.restores_numpy_blas_threads): NumPy's own products
+elsewhere keep their threads.
 
 The functions are reached by symbol name (llvmlite.binding.add_symbol, then a Numba
 ExternalFunction), not by an address baked into the machine code, so kernels that call them stay
-in Numba's on-disk cache. Where NumPy's library is not found (a NumPy built on another BLAS),
+in Numba's on-disk cache (Numba does not recompile a cached caller when a callee in another file
+changes: renaming a symbol here needs the __pycache__ folders cleared, or stale kernels would call a
+name nothing answers to). Where NumPy's library is not found (a NumPy built on another BLAS),
 AVAILABLE is False and gemm.py uses np.dot.
 """
 
@@ -31,7 +35,8 @@ ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 _FOLDERS = (os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs"),
             os.path.join(os.path.dirname(np.__file__), ".dylibs"))
 _SYMBOLS = {"fastnet_sgemm": "scipy_cblas_sgemm64_", "fastnet_dgemm": "scipy_cblas_dgemm64_",
-            "fastnet_blas_local_threads": "openblas_set_num_threads_local"}
+            "fastnet_blas_set_threads": "scipy_openblas_set_num_threads64_",
+            "fastnet_blas_get_threads": "scipy_openblas_get_num_threads64_"}
 
 
 def find_numpy_openblas():
@@ -51,13 +56,24 @@ def _register(path):
     library = ctypes.CDLL(path)
     for ours, theirs in _SYMBOLS.items():
         llvm.add_symbol(ours, ctypes.cast(getattr(library, theirs), ctypes.c_void_p).value)
-    return path
+    library.scipy_openblas_get_num_threads64_.restype = ctypes.c_int
+    library.scipy_openblas_set_num_threads64_.argtypes = [ctypes.c_int]
+    return library
 
 
 LIBRARY = find_numpy_openblas()
 AVAILABLE = LIBRARY is not None
-if AVAILABLE:
-    _register(LIBRARY)
+_library = _register(LIBRARY) if AVAILABLE else None
+
+
+def get_threads():
+    """NumPy's OpenBLAS thread count (None where it is not used)."""
+    return _library.scipy_openblas_get_num_threads64_() if AVAILABLE else None
+
+
+def set_threads(count):
+    if AVAILABLE:
+        _library.scipy_openblas_set_num_threads64_(count)
 
 # cblas_?gemm(order, transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), 64-bit integers;
 # the pointers are passed as integers (the same registers on every 64-bit ABI)
@@ -66,7 +82,8 @@ _sgemm = types.ExternalFunction("fastnet_sgemm", types.void(
     _int, _int, _int, _i64, _i64, _i64, types.float32, _ptr, _i64, _ptr, _i64, types.float32, _ptr, _i64))
 _dgemm = types.ExternalFunction("fastnet_dgemm", types.void(
     _int, _int, _int, _i64, _i64, _i64, types.float64, _ptr, _i64, _ptr, _i64, types.float64, _ptr, _i64))
-_local_threads = types.ExternalFunction("fastnet_blas_local_threads", types.int32(types.int32))
+_set_threads = types.ExternalFunction("fastnet_blas_set_threads", types.void(types.int32))
+_get_threads = types.ExternalFunction("fastnet_blas_get_threads", types.int32())
 
 
 @njit(cache=True)
@@ -99,11 +116,11 @@ def gemm(a, b, c):
     if c.shape[1] != 1 and c.strides[1] != c.itemsize:
         raise ValueError("blas.gemm: the output's rows must be contiguous")
     ldc = max(N, c.strides[0] // c.itemsize, 1)
-    previous = _local_threads(1)
+    if _get_threads() != 1:
+        _set_threads(1)
     if c.itemsize == 4:
         _sgemm(ROW_MAJOR, trans_a, trans_b, M, N, K, np.float32(1.0), a.ctypes.data, lda,
                b.ctypes.data, ldb, np.float32(0.0), c.ctypes.data, ldc)
     else:
         _dgemm(ROW_MAJOR, trans_a, trans_b, M, N, K, 1.0, a.ctypes.data, lda,
                b.ctypes.data, ldb, 0.0, c.ctypes.data, ldc)
-    _local_threads(previous)
