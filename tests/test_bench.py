@@ -44,3 +44,17 @@ def test_fastnet_bench_writes_its_table_and_json(tmp_path):
         assert row["fastnet"] > 0 and row["numpy"] > 0 and row["sgemm_gflops"] > 0
         assert row["vs_numpy"] == pytest.approx(row["fastnet"] / row["numpy"])
     assert "| mlp | 8 | train |" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_the_layer_profile_covers_every_layer_that_runs():
+    from bench import profile_layers
+    step, layers = profile_layers.profile("mlp", 8, 2)
+    labels = {(label, phase) for _, label, phase in layers}
+    # mlp: Flatten, Dense, ReLU, Dense, ReLU, Dense; nothing needs Flatten's input gradient, so its
+    # backward does not run
+    assert {("1 Dense", "forward"), ("1 Dense", "backward"), ("5 Dense", "backward"),
+            ("0 Flatten", "forward")} <= labels
+    assert ("0 Flatten", "backward") not in labels
+    assert 0 < sum(layers.values()) <= step      # the layers' time is spent inside the step
+    text = profile_layers.table("mlp", 8, step, layers)
+    assert "3 Dense" in text and "the rest" in text
