@@ -1,6 +1,7 @@
 """One pool of threads: Numba's. The BLAS that Numba's np.dot calls (SciPy's OpenBLAS) runs
-single-threaded; the kernels' own products use NumPy's OpenBLAS where it is found, one thread per
-call set for the calling thread only (kernels/cpu/blas.py), and np.dot where it is not.
+single-threaded; the kernels' own products use NumPy's OpenBLAS where it is found, set to one
+thread while they run and given back its count by the model's entry points (kernels/cpu/blas.py,
+restores_numpy_blas_threads below), and np.dot where it is not.
 
 A training step alternates between Numba's parallel loops and BLAS products. With both pools
 multi-threaded, each busy-waits after its work on the cores the other needs next: on a 2-core
