@@ -9,11 +9,12 @@ a static graph compiled once, a minibatch trainer.
 
 import sys
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401
 
 from . import data, losses, models, schedules, threads
 from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError, SpecError
-from .graph import Graph, Input, Sequential
+from .graph import Graph, Sequential
+from .nodes import Input
 from .layers import (Add, AvgPool2D, BatchNorm1D, BatchNorm2D, Concat, Conv2D, Dense, Dropout, Flatten,
                      GlobalAvgPool2D, Layer, LeakyReLU, MaxPool2D, ReLU, Sigmoid, Slice, Softmax, Tanh)
 from .model import History, Model

@@ -19,7 +19,8 @@ import os
 
 import numpy as np
 
-from . import __version__, schedules
+from . import schedules
+from ._version import __version__
 from .data import augment as augmentation
 from .atomic import atomic_write
 from .errors import CheckpointError, FastnetError

@@ -13,7 +13,6 @@ import numpy as np
 
 from . import kernels, losses
 from .errors import CheckpointError, DataError, DivergenceError, ShapeError
-from .kernels.cpu.augment import gather_crop_flip
 from .optim import SGD, Optimizer
 from .plan import Plan
 from .threads import restores_numpy_blas_threads
@@ -252,9 +251,7 @@ class Model:
             if self.augment is None:
                 np.take(x, rows, axis=0, out=self.x_staging[:n])
             else:   # on the host whatever the device: the data set stays in host memory
-                a = self.augment
-                gather_crop_flip(x, rows, self.x_staging[:n], a.pad, a.flip, a.fill,
-                                             a.seed, self.step)
+                self.augment.gather(x, rows, self.x_staging[:n], self.step)
             np.take(y, rows, axis=0, out=self.y_staging[:n])
             self._upload(n)
             if self.schedule is not None:

@@ -6,7 +6,8 @@ given it at compile instead); compile it with its batch size, e.g.
 `fastnet.models.resnet8().compile(batch_size=64)`.
 """
 
-from .graph import Graph, Input, Sequential
+from .graph import Graph, Sequential
+from .nodes import Input
 from .layers import (Add, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D,
                      ReLU)
 

@@ -21,7 +21,6 @@ import math
 import numpy as np
 
 from .errors import ShapeError
-from .layers.activation import ReLU
 from .layers.base import Slot, WorkspaceSpec
 
 WRITE, ACCUMULATE, SCRATCH = "write", "accumulate", "scratch"
@@ -100,7 +99,7 @@ class Plan:
         fused = {}
         for out, (node, inputs) in enumerate(zip(self.nodes, self.inputs_of), start=1):
             src = inputs[0]
-            if (type(node.layer) is ReLU and src > 0 and readers[src] == 1
+            if (node.layer.is_relu and src > 0 and readers[src] == 1
                     and self.slots[src - 1].layer.fuses_relu):
                 self.slots[src - 1].relu = True
                 self.slots[out - 1].fused = True

@@ -40,7 +40,8 @@ import tomllib
 
 from . import layers as layer_classes
 from .errors import FastnetError, SpecError
-from .graph import Graph, Input, Sequential, name_layers
+from .graph import Graph, Sequential, name_layers
+from .nodes import Input
 
 LAYER_TYPES = {cls.__name__.lower(): cls for cls in (
     layer_classes.Dense, layer_classes.Conv2D, layer_classes.MaxPool2D, layer_classes.AvgPool2D,

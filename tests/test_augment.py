@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastnet as fn
-from fastnet.kernels.cpu import gather_crop_flip
+from fastnet.kernels.cpu.augment import gather_crop_flip
 
 
 def images(n=6, c=2, h=5, w=7):

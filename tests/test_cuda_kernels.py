@@ -458,20 +458,6 @@ def test_adam_three_steps(dtype, weight_decay, decoupled):
         close(vg, v, dtype)
 
 
-def test_gather_crop_flip_is_the_cpus():
-    rng = np.random.default_rng(17)
-    dtype = np.float32
-    data = randn(rng, (6, 2, 5, 5), dtype)
-    rows = np.array([4, 0, 5, 2], np.int64)
-    args = (2, True, 0.5, 1234, 3)                   # pad, flip, fill, seed, step
-    out = np.empty((4, 2, 5, 5), dtype)
-    kc.gather_crop_flip(data, rows, out, *args)
-    outg = empty((5, 2, 5, 5), dtype)                # a batch buffer larger than this batch
-    kg.gather_crop_flip(dev(data), dev(rows), outg[:4], *args)
-    same(outg[:4], out)
-    assert np.isnan(outg.copy_to_host()[4]).all()    # the rest of the buffer is left alone
-
-
 # ---------------------------------------------------------------- graph kernels (Add, Concat, Slice)
 
 

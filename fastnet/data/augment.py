@@ -1,4 +1,10 @@
-"""Augmentation applied while a batch is assembled (kernels/cpu/augment.py): no extra pass."""
+"""Augmentation applied while a batch is assembled (kernels/cpu/augment.py): no extra pass.
+
+Batches are assembled on the host, where the data set is, whatever the model's device: a CUDA
+model's batch is augmented here and then copied up like any other.
+"""
+
+from ..kernels.cpu.augment import gather_crop_flip
 
 
 class Augment:
@@ -11,6 +17,10 @@ class Augment:
         if int(pad) != pad or pad < 0:
             raise ValueError(f"Augment: pad must be an integer >= 0, got {pad!r}")
         self.pad, self.flip, self.fill, self.seed = int(pad), bool(flip), float(fill), int(seed)
+
+    def gather(self, x, rows, out, step):
+        """out[i] = x[rows[i]] shifted and flipped with the choices of optimizer step `step`."""
+        gather_crop_flip(x, rows, out, self.pad, self.flip, self.fill, self.seed, step)
 
     def config(self):
         return dict(vars(self))

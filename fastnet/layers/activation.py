@@ -14,6 +14,8 @@ class _Elementwise(Layer):
 class ReLU(_Elementwise):
     # y = x if x > 0 else 0, dx = dy if x > 0 else 0; the mask can be read from y instead of x (y > 0
     # exactly where x > 0), which is what lets a layer before it apply it (Layer.fuses_relu).
+    is_relu = True
+
     def forward(self, k, slot, xs, y, train):
         k.relu_forward(xs[0].reshape(-1), y.reshape(-1))
 

@@ -40,6 +40,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from ..errors import ShapeError
+from ..nodes import call_layer
 
 
 def int_pair(value, what, layer_name, minimum):
@@ -99,6 +100,7 @@ class Layer(ABC):
     accumulates = False  # backward can add into dxs[i] where slot.accumulate[i]
     fuses_relu = False   # forward applies a ReLU to y where slot.relu, and backward masks dy by
                          # y > 0 first (in place): the plan then skips the ReLU layer
+    is_relu = False      # y = max(x, 0): what a layer that fuses_relu can apply itself
 
     def __init__(self, name=None):
         if name is not None and (not isinstance(name, str) or not name or ":" in name):
@@ -108,7 +110,6 @@ class Layer(ABC):
     def __call__(self, *inputs):
         """Functional API: the layer applied to graph nodes (fastnet.Input or other layers'
         outputs) gives a node, or a list of nodes for a layer with several outputs."""
-        from ..graph import call_layer  # graph.py builds on layers; calling one is a graph step
         return call_layer(self, inputs)
 
     @property

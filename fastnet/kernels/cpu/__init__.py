@@ -1,11 +1,12 @@
 """The CPU kernel namespace: every kernel the layers call, as `k.<name>`, the workspace shapes those
-kernels want, and the buffer functions (memory.py) the plan and model allocate and copy with."""
+kernels want, and the buffer functions (memory.py) the plan and model allocate and copy with.
+(augment.py is not a device kernel: batches are assembled on the host whatever the device, by
+fastnet.data.Augment.)"""
 
 from .activation import (copy_forward, dropout_backward, dropout_forward, leaky_relu_backward,
                          leaky_relu_forward, relu_backward, relu_forward, sigmoid_backward,
                          sigmoid_forward, softmax_backward, softmax_forward, tanh_backward,
                          tanh_forward)
-from .augment import gather_crop_flip
 from .conv import conv2d_backward, conv2d_forward, conv2d_workspace_shapes
 from .dense import (bias_backward, dense_backward_input, dense_backward_weight, dense_forward,
                     dense_forward_nobias)

@@ -11,7 +11,6 @@ from .activation import (copy_forward, dropout_backward, dropout_forward, leaky_
                          leaky_relu_forward, relu_backward, relu_forward, sigmoid_backward,
                          sigmoid_forward, softmax_backward, softmax_forward, tanh_backward,
                          tanh_forward)
-from .augment import gather_crop_flip
 from .conv import conv2d_backward, conv2d_forward, conv2d_workspace_shapes
 from .dense import (bias_backward, dense_backward_input, dense_backward_weight, dense_forward,
                     dense_forward_nobias)
