@@ -7,8 +7,6 @@ a static graph compiled once, a minibatch trainer.
     model.fit(x_train, y_train, epochs=2)
 """
 
-import sys
-
 from ._version import __version__  # noqa: F401
 
 from . import data, losses, models, schedules, threads
@@ -20,11 +18,7 @@ from .layers import (Add, AvgPool2D, BatchNorm1D, BatchNorm2D, Concat, Conv2D, D
 from .model import History, Model
 from .optim import SGD, Adam, AdamW
 from .spec import from_spec, to_spec
-from .checkpoint import load
-
-from .data import datasets  # noqa: E402
-
-# `fastnet.datasets` is fastnet/data/datasets.py; registered so `import fastnet.datasets` works too.
-sys.modules[__name__ + ".datasets"] = datasets
+from .restore import load
+from .data import datasets  # fn.datasets.load(...): fastnet/data/datasets.py
 
 threads.use_single_threaded_blas()  # one pool of threads, Numba's: see threads.py

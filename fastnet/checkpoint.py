@@ -12,6 +12,9 @@ generator that orders the next epoch's batches), "schedule" (the learning-rate s
 
 No pickle: safetensors holds only raw arrays and strings. Saving is atomic (fastnet/atomic.py):
 a crash mid-save leaves the previous file whole.
+
+This module is the file format, below the model (Model.save calls `save`); rebuilding a model from
+a checkpoint needs the spec reader and the networks above the model, and is fastnet/restore.py's.
 """
 
 import json
@@ -19,15 +22,10 @@ import os
 
 import numpy as np
 
-from . import schedules
 from ._version import __version__
-from .data import augment as augmentation
 from .atomic import atomic_write
-from .errors import CheckpointError, FastnetError
-from .optim import SGD, Adam, AdamW
-from .spec import from_spec, to_spec
+from .errors import CheckpointError
 
-OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW)}
 OPTIMIZER_PREFIX = "optimizer."
 
 
@@ -38,7 +36,7 @@ def save(model, path):
     tensors = {name: np.ascontiguousarray(array) for name, array in model.state_dict().items()}
     for name, array in model.opt_state.items():
         tensors[OPTIMIZER_PREFIX + name] = model.k.to_host(array)
-    spec = to_spec(model.network)
+    spec = model.network.to_spec()
     spec["input_shape"] = list(model.input_shape)
     optimizer = model.optimizer
     metadata = {
@@ -61,46 +59,7 @@ def save(model, path):
         f.write(data)
 
 
-def load(path, batch_size=None, device=None):
-    """A compiled model from a checkpoint, without the code that built it.
-    batch_size / device override the saved ones (e.g. a larger batch for evaluation)."""
-    tensors, metadata = _read(path)
-    name = os.fspath(path)
-    try:
-        spec = json.loads(metadata["spec"])
-        settings = json.loads(metadata["compile"])
-        step, epoch = int(metadata["step"]), int(metadata["epoch"])
-        rng_state = json.loads(metadata["shuffle_rng"])
-        schedule = schedules.from_config(json.loads(metadata.get("schedule", "null")))
-        info = json.loads(metadata.get("info", "{}"))
-        augment = augmentation.from_config(json.loads(metadata.get("augment", "null")))
-        opt_settings = dict(settings["optimizer"])
-        optimizer = OPTIMIZERS[opt_settings.pop("type")](**opt_settings)
-    except (KeyError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{name}: the checkpoint's metadata is incomplete or malformed "
-                              f"({type(err).__name__}: {err})") from None
-    try:
-        network = from_spec(spec)
-        model = network.compile(batch_size=batch_size or settings["batch_size"], loss=settings["loss"],
-                                optimizer=optimizer, device=device or settings["device"],
-                                seed=settings["seed"], dtype=settings["dtype"])
-    except FastnetError as err:
-        raise CheckpointError(f"{name}: the saved network cannot be rebuilt: {err}") from None
-    weights = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
-    model.load_state_dict(weights)      # names, shapes and finiteness checked: CheckpointError
-    for state_name, buffer in model.opt_state.items():
-        saved = tensors.get(OPTIMIZER_PREFIX + state_name)
-        if saved is None or saved.shape != buffer.shape:
-            raise CheckpointError(f"{name}: optimizer state {state_name!r} is missing or has the "
-                                  f"wrong shape")
-        model.k.copy_in(buffer, saved)
-    model.step, model.epoch = step, epoch
-    model._shuffle_rng.bit_generator.state = rng_state
-    model.schedule, model.augment, model.info = schedule, augment, info
-    return model
-
-
-def _read(path):
+def read(path):
     """(tensors, metadata) of a safetensors file; anything wrong with it is a CheckpointError."""
     from safetensors import safe_open
 

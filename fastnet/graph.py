@@ -26,6 +26,14 @@ class Network(ABC):
     def nodes(self, input_shape):
         """(input node, layer nodes in a topological order ending with the output)."""
 
+    @abstractmethod
+    def to_spec(self):
+        """The network as a spec dict (fastnet/spec.py's format, input_shape included if known):
+        what `fastnet.to_spec` returns and every checkpoint carries, as Keras' get_config."""
+
+    def _spec_header(self):
+        return {} if self.input_shape is None else {"input_shape": list(self.input_shape)}
+
     def compile(self, input_shape=None, batch_size=None, loss="cross_entropy", optimizer=None,
                 device="cpu", seed=0, dtype="float32"):
         """Infer shapes, allocate every buffer, compile every kernel: returns a Model.
@@ -62,6 +70,10 @@ class Sequential(Network):
 
     def layer_names(self):
         return [layer.name or str(index) for index, layer in enumerate(self.layers)]
+
+    def to_spec(self):
+        return {**self._spec_header(),
+                "layers": [{"type": layer.spec_type(), **layer.config()} for layer in self.layers]}
 
     def nodes(self, input_shape):
         if not self.layers:
@@ -115,6 +127,21 @@ class Graph(Network):
 
     def layer_names(self):
         return [layer.name for layer in self.layers]
+
+    def to_spec(self):
+        """The layers in topological order, each with its name and `inputs`."""
+        spec, layers, seen = self._spec_header(), [], set()
+        if self.input.name != "input":
+            spec["input"] = self.input.name
+        spec["output"] = self.output.name
+        for node in self.nodes(self.input_shape)[1]:
+            if id(node.layer) in seen:     # a Slice's other sections: one entry per layer
+                continue
+            seen.add(id(node.layer))
+            layers.append({"type": node.layer.spec_type(), **node.layer.config(),
+                           "inputs": [src.name for src in node.inputs]})
+        spec["layers"] = layers
+        return spec
 
     def nodes(self, input_shape):
         if tuple(input_shape) != self.input_shape:

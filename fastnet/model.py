@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import kernels, losses
+from . import checkpoint, kernels, losses
 from .errors import CheckpointError, DataError, DivergenceError, ShapeError
 from .optim import SGD, Optimizer
 from .plan import Plan
@@ -349,7 +349,6 @@ class Model:
     def save(self, path):
         """Write a checkpoint (safetensors: weights, buffers, optimizer state, the network's spec,
         progress); `fastnet.load(path)` rebuilds the compiled model. Atomic."""
-        from . import checkpoint
         checkpoint.save(self, path)
 
     def summary(self):

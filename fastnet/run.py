@@ -19,8 +19,9 @@ import time
 
 import numpy as np
 
-from . import checkpoint, datasets, models, schedules
+from . import models, restore, schedules
 from .atomic import atomic_write
+from .data import datasets
 from .data.augment import Augment
 from .errors import DataError, FastnetError
 from .optim import SGD, Adam, AdamW
@@ -91,7 +92,7 @@ def train(settings, out=None, resume=None):
     if resume is not None:
         folder = resume
         settings = _resume_settings(resume, settings)
-        model = checkpoint.load(os.path.join(resume, "model.safetensors"), device=settings["device"])
+        model = restore.load(os.path.join(resume, "model.safetensors"), device=settings["device"])
         train_set, val, test, normalize = load_data(settings, tuple(model.info["normalize"]))
         metrics = _read_json(os.path.join(resume, "metrics.json"))
         metrics["epochs"] = metrics["epochs"][:model.epoch]    # epochs after the checkpoint are redone
@@ -143,7 +144,7 @@ def train(settings, out=None, resume=None):
 
 def evaluate(path, dataset=None, batch_size=256):
     """Accuracy, loss, per-class accuracy and the confusion matrix of a checkpoint on a test set."""
-    model = checkpoint.load(path, batch_size=batch_size)
+    model = restore.load(path, batch_size=batch_size)
     name = dataset or model.info.get("dataset")
     if name is None:
         raise DataError(f"{path} does not say which data set it was trained on; pass --dataset")

@@ -13,9 +13,11 @@
     ...
 
 `from_spec(path_or_dict)` builds the network (it remembers input_shape, so `compile` needs only
-the batch size); `to_spec(network)` writes one down, and every checkpoint carries it. A layer's
-entry is its constructor's arguments (Layer.config) plus `type`, the class name in lower case
-("conv2d", "maxpool2d", "batchnorm2d", ...; case and underscores are ignored).
+the batch size); `to_spec(network)` (the network's own `to_spec()`) writes one down, and every
+checkpoint carries it. A layer's entry is its constructor's arguments (Layer.config) plus `type`,
+the class name in lower case ("conv2d", "maxpool2d", "batchnorm2d", ...; case and underscores are
+ignored): every layer class registers itself under it (Layer.types), so a layer defined anywhere,
+a user's own included, can be named in a spec.
 
 A graph (fastnet.Graph) is a spec where layers name their `inputs`: names of other layers, of the
 graph input (`input`, unless the spec sets `input = "..."`), or "name:i" for output i of a Slice.
@@ -38,17 +40,11 @@ a cycle, an unknown name, or a layer whose output nothing reads is a SpecError.
 import os
 import tomllib
 
-from . import layers as layer_classes
 from .errors import FastnetError, SpecError
 from .graph import Graph, Sequential, name_layers
+from .layers import Layer
 from .nodes import Input
 
-LAYER_TYPES = {cls.__name__.lower(): cls for cls in (
-    layer_classes.Dense, layer_classes.Conv2D, layer_classes.MaxPool2D, layer_classes.AvgPool2D,
-    layer_classes.GlobalAvgPool2D, layer_classes.BatchNorm1D, layer_classes.BatchNorm2D,
-    layer_classes.ReLU, layer_classes.LeakyReLU, layer_classes.Sigmoid, layer_classes.Tanh,
-    layer_classes.Softmax, layer_classes.Flatten, layer_classes.Dropout, layer_classes.Add,
-    layer_classes.Concat, layer_classes.Slice)}
 GRAPH_KEYS = ("input", "output")
 
 
@@ -81,29 +77,7 @@ def from_spec(spec):
 
 def to_spec(network):
     """The dict `from_spec` turns back into an equal network (input_shape included if known)."""
-    spec = {}
-    if network.input_shape is not None:
-        spec["input_shape"] = list(network.input_shape)
-    if isinstance(network, Graph):
-        return {**spec, **_graph_entries(network)}
-    spec["layers"] = [{"type": type(layer).__name__.lower(), **layer.config()} for layer in network.layers]
-    return spec
-
-
-def _graph_entries(graph):
-    """A Graph's layers in its topological order, each with its name and `inputs`."""
-    spec, layers, seen = {}, [], set()
-    if graph.input.name != "input":
-        spec["input"] = graph.input.name
-    spec["output"] = graph.output.name
-    for node in graph.nodes(graph.input_shape)[1]:
-        if id(node.layer) in seen:     # a Slice's other sections: one entry per layer
-            continue
-        seen.add(id(node.layer))
-        layers.append({"type": type(node.layer).__name__.lower(), **node.layer.config(),
-                       "inputs": [src.name for src in node.inputs]})
-    spec["layers"] = layers
-    return spec
+    return network.to_spec()
 
 
 def _build_graph(spec, entries, input_shape):
@@ -197,9 +171,9 @@ def _build_layer(index, entry):
         raise SpecError(f"layer {index}: each [[layers]] entry needs a type, got {entry!r}")
     args = dict(entry)
     kind = str(args.pop("type"))
-    cls = LAYER_TYPES.get(kind.lower().replace("_", ""))
+    cls = Layer.types.get(kind.lower().replace("_", ""))
     if cls is None:
-        raise SpecError(f"layer {index}: unknown type {kind!r}; known: {', '.join(sorted(LAYER_TYPES))}")
+        raise SpecError(f"layer {index}: unknown type {kind!r}; known: {', '.join(sorted(Layer.types))}")
     try:
         return cls(**args)
     except TypeError as err:     # an argument the constructor does not take, or one missing

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastnet as fn
-from fastnet.datasets import save_idx
+from fastnet.data import save_idx
 
 
 def run_fastnet(*args, env=None):

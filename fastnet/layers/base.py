@@ -93,7 +93,13 @@ class Slot:
 
 
 class Layer(ABC):
-    """Base class: a layer with no parameters, no buffers and no workspace unless it declares them."""
+    """Base class: a layer with no parameters, no buffers and no workspace unless it declares them.
+
+    Every public subclass registers itself in `Layer.types` under its lowercased class name, the
+    `type` a spec file gives ("conv2d", "maxpool2d"): defining a layer is all it takes for spec
+    files and checkpoints to know it (a later class of the same name replaces an earlier one)."""
+
+    types = {}          # spec type name -> layer class
 
     n_inputs = 1        # None: any number (Add, Concat)
     n_outputs = 1
@@ -101,6 +107,16 @@ class Layer(ABC):
     fuses_relu = False   # forward applies a ReLU to y where slot.relu, and backward masks dy by
                          # y > 0 first (in place): the plan then skips the ReLU layer
     is_relu = False      # y = max(x, 0): what a layer that fuses_relu can apply itself
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            Layer.types[cls.spec_type()] = cls
+
+    @classmethod
+    def spec_type(cls):
+        """The `type` that names this class in a spec file."""
+        return cls.__name__.lower()
 
     def __init__(self, name=None):
         if name is not None and (not isinstance(name, str) or not name or ":" in name):
