@@ -13,8 +13,7 @@ from . import data, losses, models, schedules, threads
 from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError, SpecError
 from .graph import Graph, Sequential
 from .nodes import Input
-from .layers import (Add, AvgPool2D, BatchNorm1D, BatchNorm2D, Concat, Conv2D, Dense, Dropout, Flatten,
-                     GlobalAvgPool2D, Layer, LeakyReLU, MaxPool2D, ReLU, Sigmoid, Slice, Softmax, Tanh)
+from .layers import *  # noqa: F403 (Layer and every layer class: fn.Dense, fn.Conv2D, ...)
 from .model import History, Model
 from .optim import SGD, Adam, AdamW
 from .spec import from_spec, to_spec

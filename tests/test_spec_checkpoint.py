@@ -62,6 +62,38 @@ def test_a_spec_file_builds_the_network(tmp_path):
     assert model.parameters()["conv1.weight"].shape == (4, 2, 3, 2)
 
 
+class Scale(fn.Layer):
+    """A user's own layer, defined outside fastnet: y = factor * x."""
+
+    def __init__(self, factor=2.0, name=None):
+        super().__init__(name)
+        self.factor = float(factor)
+
+    def output_shape(self, input_shapes):
+        return tuple(input_shapes[0])
+
+    def forward(self, k, slot, xs, y, train):
+        y[...] = self.factor * xs[0]
+
+    def backward(self, k, slot, xs, y, dy, dxs):
+        if dxs[0] is not None:
+            dxs[0][...] = self.factor * dy
+
+
+def test_every_layer_class_registers_itself_for_spec_files_a_users_own_too(tmp_path):
+    assert fn.Layer.types["conv2d"] is fn.Conv2D and fn.Layer.types["scale"] is Scale
+    assert not any(name.startswith("_") for name in fn.Layer.types)     # _Pool2D and the like
+    net = fn.Sequential([fn.Flatten(), Scale(3.0), fn.Dense(2)], input_shape=(1, 2, 2))
+    spec = fn.to_spec(net)
+    assert spec["layers"][1] == {"type": "scale", "factor": 3.0}
+    model = net.compile(batch_size=2, seed=0)
+    model.save(tmp_path / "m.safetensors")
+    loaded = fn.load(tmp_path / "m.safetensors")
+    x = np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2)
+    assert isinstance(loaded.network.layers[1], Scale) and loaded.network.layers[1].factor == 3.0
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
 def test_to_spec_and_back_gives_the_same_network_for_every_layer_type():
     net = every_layer_network()
     spec = fn.to_spec(net)
