@@ -232,7 +232,7 @@ def machine():
 
 def table(report):
     peers = [p for p in ("torch", "numpy") if any(p in r for r in report["throughput"])]
-    head = (f"| model | batch | mode | fastnet img/s | " + " | ".join(f"{p} img/s | vs {p}" for p in peers)
+    head = ("| model | batch | mode | fastnet img/s | " + " | ".join(f"{p} img/s | vs {p}" for p in peers)
             + " | GFLOP/s | SGEMM GFLOP/s | of roofline |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in report["throughput"]:

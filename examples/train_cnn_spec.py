@@ -4,6 +4,7 @@
 """
 
 import argparse
+
 import tomllib
 
 import fastnet as fn

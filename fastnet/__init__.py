@@ -7,17 +7,16 @@ a static graph compiled once, a minibatch trainer.
     model.fit(x_train, y_train, epochs=2)
 """
 
-from ._version import __version__  # noqa: F401
-
 from . import data, losses, models, schedules, threads
+from ._version import __version__  # noqa: F401
+from .data import datasets  # fn.datasets.load(...): fastnet/data/datasets.py
 from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError, SpecError
 from .graph import Graph, Sequential
-from .nodes import Input
 from .layers import *  # noqa: F403 (Layer and every layer class: fn.Dense, fn.Conv2D, ...)
 from .model import History, Model
+from .nodes import Input
 from .optim import SGD, Adam, AdamW
-from .spec import from_spec, to_spec
 from .restore import load
-from .data import datasets  # fn.datasets.load(...): fastnet/data/datasets.py
+from .spec import from_spec, to_spec
 
 threads.use_single_threaded_blas()  # one pool of threads, Numba's: see threads.py

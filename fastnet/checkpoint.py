@@ -7,8 +7,9 @@ strict=False, or drop the "optimizer." entries); the optimizer's state as "optim
 Metadata (strings): "format" = "fastnet", "fastnet_version", "spec" (the network, to_spec's JSON,
 with input_shape), "compile" (batch size, loss, optimizer type and arguments, dtype, seed, device),
 "step" (optimizer steps taken), "epoch" (epochs completed by fit), "shuffle_rng" (the state of the
-generator that orders the next epoch's batches), "schedule" (the learning-rate schedule, or null), "augment" (fit's augmentation, or null),
-"info" (model.info: free-form JSON, e.g. the input normalisation `fastnet train` used).
+generator that orders the next epoch's batches), "schedule" (the learning-rate schedule, or null),
+"augment" (fit's augmentation, or null), "info" (model.info: free-form JSON, e.g. the input
+normalisation `fastnet train` used).
 
 No pickle: safetensors holds only raw arrays and strings. Saving is atomic (fastnet/atomic.py):
 a crash mid-save leaves the previous file whole.

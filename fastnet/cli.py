@@ -19,7 +19,8 @@ def info():
     import fastnet
     from fastnet.kernels.cpu import relu_forward
 
-    relu_forward(np.zeros(4, np.float32), np.zeros(4, np.float32))  # a parallel kernel, so the threading layer is chosen
+    # a parallel kernel, so that Numba chooses its threading layer
+    relu_forward(np.zeros(4, np.float32), np.zeros(4, np.float32))
     rows = [
         ("fastnet", fastnet.__version__),
         ("python", f"{platform.python_version()} ({sys.executable})"),

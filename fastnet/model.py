@@ -358,7 +358,7 @@ class Model:
         tensors = [plan.input_node] + plan.nodes
         chain = all(node.inputs == [tensors[i]] for i, node in enumerate(plan.nodes))
         counts = {}
-        for name, index, short in plan.param_names:
+        for _, index, short in plan.param_names:
             counts[index] = counts.get(index, 0) + plan.slots[index].params[short].size
         labels = [f"{slot.prefix if chain else node.name} {slot.layer.type_name}{'*' if slot.fused else ''}"
                   for slot, node in zip(plan.slots, plan.nodes)]

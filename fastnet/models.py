@@ -7,9 +7,8 @@ given it at compile instead); compile it with its batch size, e.g.
 """
 
 from .graph import Graph, Sequential
+from .layers import Add, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
 from .nodes import Input
-from .layers import (Add, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D,
-                     ReLU)
 
 
 def mlp(hidden=(256, 128), classes=10, input_shape=None):

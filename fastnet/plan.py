@@ -210,7 +210,7 @@ class Plan:
                 continue
             xs = [acts[src][:n] for src, _, _ in edges]
             slot.layer.backward(k, slot, xs, acts[out][:n], grads[out][:n], dxs)
-            for (src, mode, scratch), dx in zip(edges, dxs):
+            for (src, mode, _), dx in zip(edges, dxs):
                 if mode == SCRATCH and dx is not None:
                     k.accumulate(grads[src][:n].reshape(-1), dx.reshape(-1))
 

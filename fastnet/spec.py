@@ -38,6 +38,7 @@ a cycle, an unknown name, or a layer whose output nothing reads is a SpecError.
 """
 
 import os
+
 import tomllib
 
 from .errors import FastnetError, SpecError

@@ -10,9 +10,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import GPU
 
 import fastnet as fn
-from conftest import GPU
 
 pytestmark = [pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
               pytest.mark.filterwarnings("ignore:Grid size")]

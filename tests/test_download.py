@@ -1,10 +1,8 @@
 """Downloading a data set: checksums, mirrors, truncated and corrupt files, offline, against an HTTP
 server on 127.0.0.1 serving IDX files generated here."""
 
-import gzip
 import hashlib
 import http.server
-import io
 import os
 import threading
 

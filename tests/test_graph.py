@@ -3,9 +3,9 @@ the compile-time errors; names; gradient buffers shared between tensors; specs a
 
 import numpy as np
 import pytest
+from gradcheck import check_gradients
 
 import fastnet as fn
-from gradcheck import check_gradients
 
 
 def data(shape, n=3, classes=3, seed=0):
