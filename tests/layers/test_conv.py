@@ -1,10 +1,14 @@
-"""Conv2D: float64 gradient checks over many geometries, PyTorch parity, compile-time shape errors."""
+"""Conv2D: gradient checks over many geometries, PyTorch parity (nn.Conv2d), CPU-vs-CUDA agreement,
+the ReLU the plan fuses into it, compile-time shape errors and PyTorch's initialisation bounds."""
 
 import numpy as np
 import pytest
+from gradcheck import check_gradients
+from harness import CUDA_WARNINGS, check_layer, grid
 
 import fastnet as fn
-from gradcheck import check_gradients
+
+pytestmark = CUDA_WARNINGS
 
 # (in_shape, out_channels, kernel_size, stride, padding)
 GEOMETRIES = [
@@ -17,9 +21,16 @@ GEOMETRIES = [
     ((3, 4, 4), 2, 5, 1, 2),             # kernel larger than the image, padded
     ((12, 3, 3), 9, 1, 1, 0),            # 1x1 with many channels
     ((2, 6, 6), 2, 3, 3, 0),             # windows that tile the image exactly
-    ((8, 5, 4), 6, 3, 1, 1),             # O*K = 432 > gemm.SMALL_C: the weight gradient through BLAS
+    ((8, 5, 4), 6, 3, 1, 1),             # O*K = 432 > SMALL_C: the weight gradient through BLAS
     ((3, 5, 5), 8, 3, 1, 1),             # O*K = 216: the weight gradient a loop, the input's BLAS
     ((4, 7, 7), 12, 3, 2, 1),            # BLAS products, stride 2
+]
+
+# Tiny cases for the CUDA simulator, the CUDA kernel tests' cases as layers:
+# (geometry, bias, batch, rows): rows < batch is a smaller last batch.
+CUDA_CASES = [
+    (((2, 5, 5), 3, (3, 2), 2, 1), True, 2, 1),              # stride 2, padding 1, non-square kernel
+    (((2, 5, 6), 2, (2, 3), (1, 2), (0, 1)), False, 2, 2),   # no bias; stride and padding per axis
 ]
 
 
@@ -27,16 +38,43 @@ def geometry_id(g):
     return "in{}-o{}-k{}-s{}-p{}".format(*g).replace(" ", "")
 
 
+def conv(geometry, bias=True):
+    _, out_channels, kernel, stride, padding = geometry
+    return lambda: fn.Conv2D(out_channels, kernel, stride, padding, bias=bias)
+
+
+def torch_conv(geometry, bias=True):
+    in_shape, out_channels, kernel, stride, padding = geometry
+    return lambda nn: [nn.Conv2d(in_shape[0], out_channels, kernel, stride, padding, bias=bias)]
+
+
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=geometry_id)
 @pytest.mark.parametrize("batch", [1, 3])
 def test_conv2d_gradients(geometry, batch):
-    in_shape, out_channels, kernel, stride, padding = geometry
-    model = fn.Sequential([fn.Conv2D(out_channels, kernel, stride, padding)]).compile(
-        in_shape, batch, loss="mse", dtype="float64", seed=batch)
-    rng = np.random.default_rng(7)
-    x = rng.normal(size=(batch, *in_shape))
-    y = rng.normal(size=(batch, *model.output_shape))
-    assert check_gradients(model, x, y) == 2
+    report = check_layer(conv(geometry), geometry[0], batch, seed=batch)
+    assert report["checked"] == 2
+
+
+@pytest.mark.parametrize("geometry, device, dtype", grid(GEOMETRIES[:5], ids=geometry_id))
+def test_conv2d_matches_pytorch(geometry, device, dtype):
+    report = check_layer(conv(geometry), geometry[0], 4, dtype=dtype, seed=3, torch_net=torch_conv(geometry))
+    assert report["checked"] in (None, 2)
+
+
+def case_id(case):
+    geometry, bias, batch, rows = case
+    return f"{geometry_id(geometry)}-{'bias' if bias else 'nobias'}-b{batch}-rows{rows}"
+
+
+@pytest.mark.parametrize("case, device, dtype", grid(CUDA_CASES, cuda=(0, 1), ids=case_id))
+def test_conv2d_on_both_devices(case, device, dtype):
+    # Gradient check (float64), PyTorch parity and, on CUDA, agreement with the CPU. The first
+    # layer with parameters: asked for no input gradient, the backward computes none (checked on
+    # CUDA too).
+    geometry, bias, batch, rows = case
+    report = check_layer(conv(geometry, bias), geometry[0], batch, rows=rows, device=device, dtype=dtype,
+                         torch_net=torch_conv(geometry, bias), without_input_grad=True)
+    assert list(report["model"].parameters()) == ["0.weight", "0.bias"][:1 + bias]
 
 
 def test_conv2d_without_bias_in_a_network_with_a_smaller_last_batch():
@@ -69,43 +107,20 @@ def test_conv2d_initialisation_follows_pytorch_bounds():
         assert np.abs(values).max() <= bound and np.abs(values).max() > 0.8 * bound, name
 
 
-# -- PyTorch parity ---------------------------------------------------------------------------
+# -- the ReLU fused into the convolution ---------------------------------------------------------
 
-@pytest.mark.parametrize("geometry", GEOMETRIES[:5], ids=geometry_id)
-@pytest.mark.parametrize("dtype, tol", [("float64", 1e-10), ("float32", 2e-5)])
-def test_conv2d_matches_pytorch(geometry, dtype, tol):
-    torch = pytest.importorskip("torch")
+FUSED_CUDA = ((2, 4, 4), 3, 3, 1, 1)
+
+@pytest.mark.parametrize("geometry, device, dtype",
+                         grid(GEOMETRIES[1:4] + [FUSED_CUDA], cuda=(3,), ids=geometry_id, dtypes=["float64"]))
+def test_relu_fused_into_the_convolution_has_correct_gradients(geometry, device, dtype):
     in_shape, out_channels, kernel, stride, padding = geometry
-    model = fn.Sequential([fn.Conv2D(out_channels, kernel, stride, padding)]).compile(
-        in_shape, 4, loss="mse", dtype=dtype, seed=3)
-    conv = torch.nn.Conv2d(in_shape[0], out_channels, kernel, stride, padding).to(getattr(torch, dtype))
-    conv.load_state_dict({k.split(".", 1)[1]: torch.from_numpy(v)
-                          for k, v in model.state_dict().items()})
-    rng = np.random.default_rng(5)
-    x = rng.normal(size=(4, *in_shape)).astype(dtype)
-    y = rng.normal(size=(4, *model.output_shape)).astype(dtype)
-
-    loss, grads = model.gradients(x, y, input_grad=True)
-    xt = torch.from_numpy(x).requires_grad_()
-    out = conv(xt)
-    np.testing.assert_allclose(model.forward(x), out.detach().numpy(), rtol=tol, atol=tol)
-    torch_loss = torch.nn.functional.mse_loss(out, torch.from_numpy(y))
-    torch_loss.backward()
-    assert loss == pytest.approx(torch_loss.item(), rel=tol)
-    np.testing.assert_allclose(grads["input"], xt.grad.numpy(), rtol=tol, atol=tol)
-    np.testing.assert_allclose(grads["0.weight"], conv.weight.grad.numpy(), rtol=tol, atol=tol)
-    np.testing.assert_allclose(grads["0.bias"], conv.bias.grad.numpy(), rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize("geometry", GEOMETRIES[1:4], ids=geometry_id)
-def test_relu_fused_into_the_convolution_has_correct_gradients(geometry):
-    in_shape, out_channels, kernel, stride, padding = geometry
-    model = fn.Sequential([fn.Conv2D(out_channels, kernel, stride, padding), fn.ReLU()]).compile(
-        in_shape, 2, loss="mse", dtype="float64", seed=3)
-    assert model.plan.fused_from == {2: 1}          # the ReLU (tensor 2) is applied by the conv
-    rng = np.random.default_rng(8)
-    x = rng.normal(size=(2, *in_shape))
-    assert check_gradients(model, x, rng.normal(size=(2, *model.output_shape))) == 2
+    report = check_layer(lambda: [fn.Conv2D(out_channels, kernel, stride, padding), fn.ReLU()], in_shape,
+                         2, device=device, dtype=dtype, seed=3,
+                         torch_net=lambda nn: [nn.Conv2d(in_shape[0], out_channels, kernel, stride, padding),
+                                               nn.ReLU()])
+    assert report["model"].plan.fused_from == {2: 1}   # the ReLU (tensor 2) is applied by the conv
+    assert report["checked"] in (None, 2)
 
 
 def test_fused_relu_trains_exactly_as_an_unfused_one():
