@@ -1,0 +1,139 @@
+"""BatchNorm1D and BatchNorm2D: gradient checks, PyTorch parity (batch statistics in training, the
+running statistics with momentum and the unbiased variance, evaluation with them), CPU-vs-CUDA
+agreement, and the layer's contract (names, initialisation, errors)."""
+
+import numpy as np
+import pytest
+from harness import CUDA_WARNINGS, PARITY_TOL, assert_close, build, check_layer, grid, varied
+
+import fastnet as fn
+
+pytestmark = CUDA_WARNINGS
+
+
+@pytest.mark.parametrize("shape, batch", [((3, 4, 5), 2), ((2, 1, 1), 3), ((4, 3, 3), 1)])
+def test_batchnorm2d(shape, batch):
+    features = int(np.prod(shape))
+    report = check_layer(lambda: [fn.BatchNorm2D(), fn.Flatten(), fn.Dense(3)], shape, batch,
+                         torch_net=lambda nn: [nn.BatchNorm2d(shape[0]), nn.Flatten(), nn.Linear(features, 3)])
+    assert report["checked"] == 4
+
+
+@pytest.mark.parametrize("batch", [2, 5])
+def test_batchnorm1d(batch):
+    report = check_layer(lambda: [fn.Dense(4), fn.BatchNorm1D(), fn.Dense(2)], (3,), batch,
+                         torch_net=lambda nn: [nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)])
+    assert report["checked"] == 6
+
+
+# (N, C, L): BatchNorm1D on (C, L) inputs, on (C,) where L is 1; the last three are the CUDA
+# kernel tests' shapes, two of them on the simulator.
+BN_SHAPES = [(4, 3, 5), (2, 2, 6), (5, 3, 1), (1, 2, 3), (2, 3, 12), (2, 2, 9), (5, 2, 1)]
+
+
+def sample_shape(shape):
+    return shape[1:] if shape[2] > 1 else shape[1:2]
+
+
+@pytest.mark.parametrize("shape, device, dtype", grid(BN_SHAPES, cuda=(4, 6), ids=lambda s: "n{}c{}l{}".format(*s)))
+def test_batchnorm1d_alone(shape, device, dtype):
+    x = np.random.default_rng(20).normal(size=(shape[0], *sample_shape(shape))) * 2 + 3   # mean far from 0
+    report = check_layer(fn.BatchNorm1D, sample_shape(shape), shape[0], x=x, device=device, dtype=dtype,
+                         torch_net=lambda nn: [nn.BatchNorm1d(shape[1])])
+    assert report["checked"] in (None, 2)
+
+
+@pytest.mark.parametrize("device, dtype", [("cpu", "float32"), ("cpu", "float64"), ("cuda", "float64")])
+def test_batchnorm2d_alone(device, dtype):
+    x = np.random.default_rng(21).normal(size=(2, 2, 3, 2)) * 3 - 1
+    check_layer(fn.BatchNorm2D, (2, 3, 2), 2, x=x, device=device, dtype=dtype,
+                torch_net=lambda nn: [nn.BatchNorm2d(2)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(4, 3, 2, 3), (5, 3)], ids=["2d", "1d"])
+def test_batchnorm_running_statistics_match_torch_over_several_batches(shape, dtype):
+    torch = pytest.importorskip("torch")
+    layer, module = ((fn.BatchNorm2D, torch.nn.BatchNorm2d) if len(shape) == 4 else
+                     (fn.BatchNorm1D, torch.nn.BatchNorm1d))
+    model = build(layer, shape[1:], shape[0], dtype=dtype)
+    state = varied(model.state_dict())
+    model.load_state_dict(state)
+    bn = module(shape[1]).to(getattr(torch, dtype))
+    bn.load_state_dict({k.split(".", 1)[1]: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+    tol = PARITY_TOL[dtype]
+    rng = np.random.default_rng(81)
+    for step in range(4):                          # running statistics after several batches
+        x = (rng.normal(size=shape) * (1 + step) + step).astype(dtype)
+        y = rng.normal(size=shape).astype(dtype)
+        _, grads = model.gradients(x, y, input_grad=True)
+        xt = torch.tensor(x, requires_grad=True)
+        torch.nn.functional.mse_loss(bn(xt), torch.tensor(y)).backward()
+        assert_close(grads["input"], xt.grad.numpy(), tol, f"input gradient, step {step}")
+        for name in ("weight", "bias"):
+            assert_close(grads[f"0.{name}"], getattr(bn, name).grad.numpy(), tol, f"{name} gradient, step {step}")
+            getattr(bn, name).grad = None
+        for name in ("running_mean", "running_var"):
+            assert_close(model.state_dict()[f"0.{name}"], getattr(bn, name).numpy(), tol, f"{name}, step {step}")
+    x = rng.normal(size=shape).astype(dtype)
+    with torch.no_grad():
+        assert_close(model.predict(x), bn.eval()(torch.tensor(x)).numpy(), tol, "eval outputs")
+
+
+def test_batchnorm_layer_contract():
+    model = build(lambda: fn.BatchNorm2D(name="bn1"), (3, 4, 5), 4)
+    state = model.state_dict()
+    assert list(state) == ["bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"]
+    assert list(model.parameters()) == ["bn1.weight", "bn1.bias"]
+    assert [v.shape for v in state.values()] == [(3,)] * 4
+    assert (state["bn1.weight"] == 1).all() and (state["bn1.bias"] == 0).all()
+    assert (state["bn1.running_mean"] == 0).all() and (state["bn1.running_var"] == 1).all()
+    x = np.random.default_rng(110).normal(size=(2, 3, 4, 5)) + 1       # 2 rows through a batch of 4
+    y = model.forward(x, train=True)
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    np.testing.assert_allclose(y, (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5),
+                               rtol=1e-10, atol=1e-10)
+    state = model.state_dict()
+    np.testing.assert_allclose(state["bn1.running_mean"], 0.1 * mean)
+    np.testing.assert_allclose(state["bn1.running_var"], 0.9 + 0.1 * var * 40 / 39)   # unbiased
+    y = model.forward(x, train=False)                    # eval: running statistics, no update
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, state[name], err_msg=name)
+    rm, rv = state["bn1.running_mean"][:, None, None], state["bn1.running_var"][:, None, None]
+    np.testing.assert_allclose(y, (x - rm) / np.sqrt(rv + 1e-5), rtol=1e-10)
+    with pytest.raises(fn.ShapeError, match="BatchNorm1D"):
+        build(fn.BatchNorm2D, (6,))
+
+    assert build(fn.BatchNorm1D, (6,)).output_shape == (6,)
+    assert build(fn.BatchNorm1D, (6, 3)).output_shape == (6, 3)
+    with pytest.raises(fn.ShapeError):
+        build(fn.BatchNorm1D, (2, 3, 4))
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_batchnorm_with_one_value_per_channel(device):
+    # Training on one value per channel is refused before any kernel runs (as PyTorch does); in
+    # evaluation it is fine; a batch of 1 with a length > 1 trains.
+    model = build(fn.BatchNorm1D, (6,), 4, device=device)
+    x = np.random.default_rng(112).normal(size=(4, 6))
+    y = model.forward(x, train=True)
+    np.testing.assert_allclose(y, (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), rtol=1e-9, atol=1e-10)
+    with pytest.raises(fn.ShapeError, match="more than 1 value per channel"):
+        model.gradients(x[:1], x[:1])
+    with pytest.raises(fn.ShapeError, match="more than 1 value per channel"):
+        model.forward(x[:1], train=True)
+    assert np.isfinite(model.forward(x[:1], train=False)).all()
+    assert np.isfinite(model.state_dict()["0.running_var"]).all()
+
+    model = build(fn.BatchNorm1D, (6, 3), 1, device=device)
+    x = np.random.default_rng(113).normal(size=(1, 6, 3))
+    np.testing.assert_allclose(model.forward(x, train=True),
+                               (x - x.mean(2, keepdims=True)) / np.sqrt(x.var(2, keepdims=True) + 1e-5),
+                               rtol=1e-9, atol=1e-10)
+
+
+def test_batchnorm_argument_errors():
+    with pytest.raises(fn.ShapeError):
+        fn.BatchNorm2D(eps=0)
+    with pytest.raises(fn.ShapeError):
+        fn.BatchNorm1D(momentum=None)
