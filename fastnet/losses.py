@@ -1,6 +1,7 @@
 """Losses, with PyTorch's reductions: cross_entropy (softmax fused, mean over rows, integer
-labels) and mse (mean over every element). A loss checks targets, owns the target buffer,
-and drives its kernels; the model divides the summed loss by `count(n)`.
+labels) and mse (mean over every element). A loss checks targets, owns the target buffer and its
+kernels' workspace (what k.<loss>_workspace_shapes declares), and drives its kernels; the model
+divides the summed loss by `count(n)`.
 """
 
 import math
@@ -8,6 +9,7 @@ import math
 import numpy as np
 
 from .errors import DataError, ShapeError
+from .kernels.workspace import allocate
 
 
 class CrossEntropy:
@@ -23,7 +25,8 @@ class CrossEntropy:
         return k.zeros(batch, np.int64)
 
     def workspace(self, k, batch, out_shape, dtype):
-        return k.zeros((batch, *out_shape), dtype)   # softmax probabilities for the backward
+        """The softmax probabilities the forward writes for the backward: (batch, classes)."""
+        return allocate(k.zeros, k.cross_entropy_workspace_shapes(out_shape[0]), batch, dtype)["probs"]
 
     def check_targets(self, y, n, out_shape, what="y"):
         """Integer class labels of shape (n,) in [0, classes); returns them as int64."""
@@ -45,10 +48,10 @@ class CrossEntropy:
         return n
 
     def forward(self, k, out, target, work):
-        return k.cross_entropy_forward(out, target, work)
+        return k.cross_entropy_forward(out, target, probs=work)
 
     def backward(self, k, out, target, work, scale, dout):
-        k.cross_entropy_backward(work, target, scale, dout)
+        k.cross_entropy_backward(target, scale, dout, probs=work)
 
     def correct(self, k, out, target):
         return k.count_correct(out, target)

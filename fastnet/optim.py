@@ -5,8 +5,6 @@ live in kernels/<device>/optim.py and run once per step over all parameters at o
 
 import math
 
-import numpy as np
-
 
 class Optimizer:
     state_names = ()

@@ -83,8 +83,8 @@ class Plan:
                 self.buffer_names += [(f"{prefix}.{short}", index, short) for short in buffers]
                 state[id(node.layer)] = (params, grads, buffers)
             params, grads, buffers = state[id(node.layer)]
-            workspace = {name: _allocate_workspace(self.k, spec, batch, dtype)
-                         for name, spec in node.layer.workspace_shapes(in_shapes, self.k).items()}
+            workspace = _allocate_workspace(self.k, node.layer.workspace_shapes(in_shapes, self.k), batch,
+                                            dtype)
             seed = int(rng.integers(2**62))
             self.slots.append(Slot(node.layer, index, prefix, params, grads, buffers, workspace, seed,
                                    node.output_index))
@@ -244,8 +244,7 @@ class _BufferPool:
         self.free.append(block)
 
 
-def _allocate_workspace(k, spec, batch, dtype):
-    if not isinstance(spec, WorkspaceSpec):
-        spec = WorkspaceSpec(spec)
-    shape = (batch, *spec.shape) if spec.per_sample else spec.shape
-    return k.zeros(shape, spec.dtype or dtype)
+def _allocate_workspace(k, specs, batch, dtype):
+    """One layer call's workspaces, {name: shape or WorkspaceSpec} -> Workspaces of device buffers
+    (fastnet/kernels/workspace.py: a plain shape gets a batch axis, the model's dtype)."""
+    return WorkspaceSpec.allocate(k.zeros, specs, batch, dtype)

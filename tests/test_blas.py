@@ -1,5 +1,5 @@
-"""The matrix products the CPU kernels make: NumPy's OpenBLAS through CBLAS (blas.gemm) and the
-np.dot fallback (gemm.matmul_dot), on every layout the kernels pass, against NumPy."""
+"""The matrix products the CPU kernels make: NumPy's OpenBLAS through CBLAS (blas.matmul) and the
+np.dot fallback (matmul.matmul_dot), on every layout the kernels pass, against NumPy."""
 
 import os
 
@@ -8,7 +8,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import fastnet as fn
-from fastnet.kernels.cpu import blas, gemm
+from fastnet.kernels.cpu import blas, matmul
 
 
 def layouts(rng, dtype):
@@ -36,7 +36,7 @@ def test_products_match_numpy_on_every_layout(product, dtype):
         if product == "dot" and not (a.flags.c_contiguous or a.flags.f_contiguous):
             continue                                  # np.dot in Numba would copy such an operand
         c = np.full((a.shape[0], b.shape[1]), np.nan, dtype)
-        (blas.gemm if product == "blas" else gemm.matmul_dot)(a, b, c)
+        (blas.matmul if product == "blas" else matmul.matmul_dot)(a, b, c)
         np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=tol, atol=tol, err_msg=name)
 
 
@@ -45,17 +45,17 @@ def test_blas_products_into_rows_of_a_larger_output_and_of_empty_shapes():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(3, 4)), rng.normal(size=(4, 5))
     out = np.zeros((6, 8))
-    blas.gemm(a, b, out[1:4, 2:7])                    # rows of out with stride 8: ldc = 8
+    blas.matmul(a, b, out[1:4, 2:7])                    # rows of out with stride 8: ldc = 8
     expected = np.zeros((6, 8))
     expected[1:4, 2:7] = a @ b
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
     empty = np.zeros((0, 5))
-    blas.gemm(np.zeros((0, 4)), b, empty)             # nothing to do, nothing touched
+    blas.matmul(np.zeros((0, 4)), b, empty)             # nothing to do, nothing touched
     c = np.full((3, 5), np.nan)
-    blas.gemm(np.zeros((3, 0)), np.zeros((0, 5)), c)  # an empty sum is 0
+    blas.matmul(np.zeros((3, 0)), np.zeros((0, 5)), c)  # an empty sum is 0
     assert (c == 0).all()
     with pytest.raises(ValueError, match="unit stride"):
-        blas.gemm(rng.normal(size=(6, 6))[::2, ::2], rng.normal(size=(3, 2)), np.zeros((3, 2)))
+        blas.matmul(rng.normal(size=(6, 6))[::2, ::2], rng.normal(size=(3, 2)), np.zeros((3, 2)))
 
 
 @pytest.mark.skipif(not blas.AVAILABLE, reason="NumPy here has no bundled OpenBLAS")
@@ -67,7 +67,7 @@ def test_the_kernels_run_numpys_blas_on_one_thread_and_the_model_gives_its_threa
     assert numpys() == [original]
     blas.set_threads(2)                               # any count but 1, even on a 1-core machine
     try:
-        blas.gemm(np.ones((8, 8)), np.ones((8, 8)), np.zeros((8, 8)))
+        blas.matmul(np.ones((8, 8)), np.ones((8, 8)), np.zeros((8, 8)))
         assert numpys() == [1]                        # a kernel's product: one thread
         blas.set_threads(2)
         model = fn.models.mlp(hidden=(8,), input_shape=(1, 4, 4)).compile(batch_size=4)

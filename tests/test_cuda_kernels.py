@@ -17,8 +17,8 @@ from numba import cuda
 
 import fastnet.kernels.cpu as kc
 import fastnet.kernels.cuda as kg
-from fastnet.kernels.cpu.gemm import partial_sums_shape as cpu_partial_sums_shape
 from fastnet.kernels.cuda.gemm import gemm
+from fastnet.kernels.workspace import WorkspaceSpec, allocate, parameter_names
 
 # The simulator's splitmix64 runs on NumPy uint64 scalars, whose wrap-around (intended) warns; on a
 # GPU, numba-cuda warns that these tiny launches leave most of it idle.
@@ -61,26 +61,82 @@ def _public_functions(module):
             if not name.startswith("_") and callable(obj) and not inspect.ismodule(obj)}
 
 
+# Arguments for every op's <op>_workspace_shapes (the same on both devices).
+WORKSPACE_ARGS = {"conv2d": (3, 28, 28, 16, 3, 3, 1, 1, 1, 1), "dense": (9, 5),
+                  "maxpool2d": (3, 5, 5, 2, 2, 2, 2, 0, 0), "batchnorm": (4,), "dropout": ((3, 4),),
+                  "cross_entropy": (10,)}
+SUFFIX = "_workspace_shapes"
+
+
+def _op(kernel_name):
+    """The op a kernel belongs to: dense_backward_weight -> dense."""
+    for part in ("_forward", "_backward", "_update"):
+        if part in kernel_name:
+            return kernel_name[:kernel_name.index(part)]
+    return kernel_name
+
+
+def _declared(namespace, op):
+    """The workspace names namespace declares for op (none where it has no <op>_workspace_shapes)."""
+    shapes = getattr(namespace, op + SUFFIX, None)
+    return set() if shapes is None else set(shapes(*WORKSPACE_ARGS[op]))
+
+
+def _split(namespace, name, fn):
+    """(arguments, workspace parameters) of kernel `name`: its workspaces are the trailing
+    parameters named by its op's workspace_shapes on that device, and no other parameter has such a
+    name."""
+    params = list(parameter_names(fn))
+    declared = _declared(namespace, _op(name))
+    split = len(params)
+    while split and params[split - 1] in declared:
+        split -= 1
+    args, workspaces = params[:split], params[split:]
+    assert not declared & set(args), f"{namespace.__name__}.{name}: workspaces must come last: {params}"
+    return args, workspaces
+
+
 def test_namespace_has_every_cpu_kernel_with_the_same_arguments():
     cpu = _public_functions(kc)
     gpu = _public_functions(kg)
-    assert set(cpu) <= set(gpu), f"missing on CUDA: {sorted(set(cpu) - set(gpu))}"
-    for name, fn in cpu.items():
-        params = list(inspect.signature(getattr(fn, "py_func", fn)).parameters)
-        assert list(inspect.signature(gpu[name]).parameters) == params, name
-    assert {"conv2d_workspace_shapes", "partial_sums_shape"} <= set(gpu)
+    assert set(cpu) == set(gpu), f"CPU only: {sorted(set(cpu) - set(gpu))}, CUDA only: {sorted(set(gpu) - set(cpu))}"
+    taken = {}
+    for name in cpu:
+        if name.endswith(SUFFIX):
+            assert list(parameter_names(cpu[name])) == list(parameter_names(gpu[name])), name
+            assert _op(name[:-len(SUFFIX)]) in WORKSPACE_ARGS, f"{name}: add its arguments to WORKSPACE_ARGS"
+            continue
+        cpu_args, cpu_ws = _split(kc, name, cpu[name])
+        gpu_args, gpu_ws = _split(kg, name, gpu[name])
+        assert cpu_args == gpu_args, name           # the same arguments in the same order
+        for device, ws in (("cpu", cpu_ws), ("cuda", gpu_ws)):
+            taken.setdefault((device, _op(name)), set()).update(ws)
+    # every workspace a device declares is taken by one of that op's kernels there: no placeholders
+    for op in WORKSPACE_ARGS:
+        for device, namespace in (("cpu", kc), ("cuda", kg)):
+            assert _declared(namespace, op) == taken.get((device, op), set()), (device, op)
 
 
 def test_workspace_shapes():
     shapes = kg.conv2d_workspace_shapes(3, 28, 28, 16, 3, 3, 1, 1, 1, 1)
-    # the layer passes the workspaces by name, so both devices must name the same ones
-    assert set(shapes) == set(kc.conv2d_workspace_shapes(3, 28, 28, 16, 3, 3, 1, 1, 1, 1))
-    G, K, P = shapes["cols"]
+    assert set(shapes) == {"cols", "partial"}       # the CPU's padded and product are its own
+    assert set(kc.conv2d_workspace_shapes(3, 28, 28, 16, 3, 3, 1, 1, 1, 1)) == {"cols", "padded", "partial",
+                                                                                "product"}
+    assert all(isinstance(s, WorkspaceSpec) and not s.per_sample for s in shapes.values())
+    G, K, P = shapes["cols"].shape
     assert (K, P) == (27, 784) and 1 <= G <= 256
-    assert shapes["partial"] == (G, 16, 27)
+    assert shapes["partial"].shape == (G, 27, 16)  # the CPU's (K, O) layout, one per image of a chunk
     big = kg.conv2d_workspace_shapes(256, 16, 16, 256, 3, 3, 1, 1, 1, 1)
-    assert np.prod(big["cols"]) <= 1 << 22 or big["cols"][0] == 1
-    assert len(kg.partial_sums_shape((5, 9))) >= 1
+    assert np.prod(big["cols"].shape) <= 1 << 22 or big["cols"].shape[0] == 1
+    assert kg.dense_workspace_shapes(9, 5) == {}
+    assert set(kc.dense_workspace_shapes(9, 5)) == {"product", "partial"}
+    for k in (kc, kg):
+        (argmax,) = k.maxpool2d_workspace_shapes(3, 5, 5, 3, 3, 2, 2, 1, 1).values()
+        assert argmax.shape == (3, 3, 3) and argmax.dtype == np.int32 and argmax.per_sample
+        ws = allocate(np.zeros, k.batchnorm_workspace_shapes(4), 8, np.float32)
+        assert {name: a.shape for name, a in ws.items()} == {"save_mean": (4,), "save_invstd": (4,)}
+        ws = allocate(np.zeros, k.dropout_workspace_shapes((3, 4)), 8, np.float32)
+        assert ws["mask"].shape == (8, 3, 4) and ws.batch("mask", 5).shape == (5, 3, 4)
 
 
 def test_cpu_path_never_imports_numba_cuda():
@@ -122,13 +178,14 @@ def test_dense(dtype):
     rng = np.random.default_rng(2)
     N, I, O = 7, 9, 5
     x, w, b, dy = randn(rng, (N, I), dtype), randn(rng, (O, I), dtype), randn(rng, O, dtype), randn(rng, (N, O), dtype)
+    ws = allocate(np.empty, kc.dense_workspace_shapes(I, O), N, dtype)
     y = np.empty((N, O), dtype)
-    kc.dense_forward(x, w, b, y, np.empty_like(y))
+    kc.dense_forward(x, w, b, y, **ws.for_kernel(kc.dense_forward, N))
     yg = empty((N, O), dtype)
-    kg.dense_forward(dev(x), dev(w), dev(b), yg, None)
+    kg.dense_forward(dev(x), dev(w), dev(b), yg)
     close(yg, y, dtype)
-    kc.dense_forward_nobias(x, w, y, np.empty_like(y))
-    kg.dense_forward_nobias(dev(x), dev(w), yg, None)
+    kc.dense_forward(x, w, None, y, **ws.for_kernel(kc.dense_forward, N))
+    kg.dense_forward(dev(x), dev(w), None, yg)
     close(yg, y, dtype)
     dx = np.empty((N, I), dtype)
     kc.dense_backward_input(dy, w, dx)
@@ -136,9 +193,9 @@ def test_dense(dtype):
     kg.dense_backward_input(dev(dy), dev(w), dxg)
     close(dxg, dx, dtype)
     dw = np.empty((O, I), dtype)
-    kc.dense_backward_weight(x, dy, dw, np.empty(cpu_partial_sums_shape((O, I)), dtype))
+    kc.dense_backward_weight(x, dy, dw, **ws.for_kernel(kc.dense_backward_weight, N))
     dwg = empty((O, I), dtype)
-    kg.dense_backward_weight(dev(x), dev(dy), dwg, empty(kg.partial_sums_shape((O, I)), dtype))
+    kg.dense_backward_weight(dev(x), dev(dy), dwg)
     close(dwg, dw, dtype)
     db = np.empty(O, dtype)
     kc.bias_backward(dy, db)
@@ -157,30 +214,26 @@ def _conv_case(rng, dtype, N, C, H, W, O, KH, KW, sh, sw, ph, pw, bias, want_dx,
     dy = randn(rng, (N, O, OH, OW), dtype)
     geometry = (sh, sw, ph, pw)
 
-    cpu_ws = {k: np.empty(s, dtype) for k, s in
-              kc.conv.conv2d_workspace_shapes(C, H, W, O, KH, KW, *geometry).items()}
+    cpu_ws = allocate(np.empty, kc.conv2d_workspace_shapes(C, H, W, O, KH, KW, *geometry), N, dtype)
     y = np.empty((N, O, OH, OW), dtype)
-    kc.conv2d_forward(x, w, b, cpu_ws["cols"], cpu_ws["padded"], y, *geometry, relu)
+    kc.conv2d_forward(x, w, b, y, *geometry, relu, cols=cpu_ws["cols"], padded=cpu_ws["padded"])
     dw, db = np.empty_like(w), (np.empty(O, dtype) if bias else None)
     dx = np.empty_like(x) if want_dx else None
     # (a fused ReLU masks dy in place: each device gets its own copy)
-    kc.conv2d_backward(x, w, y, dy.copy(), cpu_ws["cols"], cpu_ws["padded"], cpu_ws["partial"],
-                       cpu_ws["product"], dw, db, dx, *geometry, relu)
+    kc.conv2d_backward(x, w, y, dy.copy(), dw, db, dx, *geometry, relu, **cpu_ws)
 
-    shapes = kg.conv2d_workspace_shapes(C, H, W, O, KH, KW, *geometry)
+    shapes = {name: spec.shape for name, spec in kg.conv2d_workspace_shapes(C, H, W, O, KH, KW, *geometry).items()}
     if chunk is not None:               # fewer images per chunk than the batch: several chunks
         shapes["cols"] = (chunk, *shapes["cols"][1:])
         shapes["partial"] = (chunk, *shapes["partial"][1:])
     ws = {k: empty(s, dtype) for k, s in shapes.items()}
     yg = empty(y.shape, dtype)
-    kg.conv2d_forward(dev(x), dev(w), dev(b) if bias else None, ws["cols"], ws["padded"], yg, *geometry,
-                      relu)
+    kg.conv2d_forward(dev(x), dev(w), dev(b) if bias else None, yg, *geometry, relu, cols=ws["cols"])
     close(yg, y, dtype)
     dwg = empty(w.shape, dtype)
     dbg = empty(O, dtype) if bias else None
     dxg = empty(x.shape, dtype) if want_dx else None
-    kg.conv2d_backward(dev(x), dev(w), yg, dev(dy), ws["cols"], ws["padded"], ws["partial"], ws["product"],
-                       dwg, dbg, dxg, *geometry, relu)
+    kg.conv2d_backward(dev(x), dev(w), yg, dev(dy), dwg, dbg, dxg, *geometry, relu, **ws)
     close(dwg, dw, dtype)
     if bias:
         close(dbg, db, dtype)
@@ -222,16 +275,16 @@ def test_maxpool(geometry):
     x = rng.integers(-3, 4, (N, C, H, W)).astype(dtype)   # small integers: ties, first maximum wins
     x[0, 0, 1, 1] = np.nan                                  # a NaN wins over any number
     y, argmax = np.empty((N, C, OH, OW), dtype), np.empty((N, C, OH, OW), np.int64)
-    kc.maxpool2d_forward(x, y, argmax, *geometry)
+    kc.maxpool2d_forward(x, y, *geometry, argmax)
     yg, ag = empty(y.shape, dtype), cuda.to_device(np.full(y.shape, -1, np.int64))
-    kg.maxpool2d_forward(dev(x), yg, ag, *geometry)
+    kg.maxpool2d_forward(dev(x), yg, *geometry, ag)
     same(ag, argmax)
     same(yg, y)
     dy = randn(rng, y.shape, dtype)
     dx = np.empty_like(x)
-    kc.maxpool2d_backward(dy, argmax, dx, *geometry)
+    kc.maxpool2d_backward(dy, dx, *geometry, argmax)
     dxg = empty(x.shape, dtype)
-    kg.maxpool2d_backward(dev(dy), ag, dxg, *geometry)
+    kg.maxpool2d_backward(dev(dy), dxg, *geometry, ag)
     close(dxg, dx, dtype)
 
 
@@ -286,9 +339,9 @@ def test_batchnorm(dtype, shape):
     eps, momentum = 1e-5, 0.1
 
     y, mean, invstd, rm, rv = np.empty(shape, dtype), np.empty(C, dtype), np.empty(C, dtype), rm0.copy(), rv0.copy()
-    kc.batchnorm_forward_train(x, weight, bias, eps, momentum, y, mean, invstd, rm, rv)
+    kc.batchnorm_forward_train(x, weight, bias, eps, momentum, y, rm, rv, mean, invstd)
     yg, meang, invstdg, rmg, rvg = empty(shape, dtype), empty(C, dtype), empty(C, dtype), dev(rm0), dev(rv0)
-    kg.batchnorm_forward_train(dev(x), dev(weight), dev(bias), eps, momentum, yg, meang, invstdg, rmg, rvg)
+    kg.batchnorm_forward_train(dev(x), dev(weight), dev(bias), eps, momentum, yg, rmg, rvg, meang, invstdg)
     for gpu, cpu in ((yg, y), (meang, mean), (invstdg, invstd), (rmg, rm), (rvg, rv)):
         close(gpu, cpu, dtype)
 
@@ -297,14 +350,14 @@ def test_batchnorm(dtype, shape):
     close(yg, y, dtype)
 
     dx, dweight, dbias = np.empty(shape, dtype), np.empty(C, dtype), np.empty(C, dtype)
-    kc.batchnorm_backward(x, dy, weight, mean, invstd, dx, dweight, dbias)
+    kc.batchnorm_backward(x, dy, weight, dx, dweight, dbias, mean, invstd)
     dxg, dweightg, dbiasg = empty(shape, dtype), empty(C, dtype), empty(C, dtype)
-    kg.batchnorm_backward(dev(x), dev(dy), dev(weight), dev(mean), dev(invstd), dxg, dweightg, dbiasg)
+    kg.batchnorm_backward(dev(x), dev(dy), dev(weight), dxg, dweightg, dbiasg, dev(mean), dev(invstd))
     close(dweightg, dweight, dtype)
     close(dbiasg, dbias, dtype)
     close(dxg, dx, dtype)
     dweightg, dbiasg = empty(C, dtype), empty(C, dtype)
-    kg.batchnorm_backward(dev(x), dev(dy), dev(weight), dev(mean), dev(invstd), None, dweightg, dbiasg)
+    kg.batchnorm_backward(dev(x), dev(dy), dev(weight), None, dweightg, dbiasg, dev(mean), dev(invstd))
     close(dweightg, dweight, dtype)
     close(dbiasg, dbias, dtype)
 
@@ -365,16 +418,16 @@ def test_dropout_mask_is_the_cpus_bit_for_bit(dtype):
     x, dy = randn(rng, 64, dtype), randn(rng, 64, dtype)
     p, seed, offset = 0.3, 2**62 + 12345, 7 * 2**32 + 5   # slot seeds are < 2**62
     mask, y = np.empty_like(x), np.empty_like(x)
-    kc.dropout_forward(x, p, seed, offset, mask, y)
+    kc.dropout_forward(x, p, seed, offset, y, mask)
     maskg, yg = empty(x.shape, dtype), empty(x.shape, dtype)
-    kg.dropout_forward(dev(x), p, seed, offset, maskg, yg)
+    kg.dropout_forward(dev(x), p, seed, offset, yg, maskg)
     same(maskg, mask)
     same(yg, y)
     assert 0 < np.count_nonzero(mask) < x.size
     dx = np.empty_like(x)
-    kc.dropout_backward(mask, dy, dx)
+    kc.dropout_backward(dy, dx, mask)
     dxg = empty(x.shape, dtype)
-    kg.dropout_backward(maskg, dev(dy), dxg)
+    kg.dropout_backward(dev(dy), dxg, maskg)
     same(dxg, dx)
 
 
@@ -398,9 +451,9 @@ def test_cross_entropy_and_count_correct(dtype):
     np.testing.assert_allclose(lossg, loss, rtol=TOL[dtype])
     close(probsg, probs, dtype)
     dlogits = np.empty_like(logits)
-    kc.cross_entropy_backward(probs, labels, 1.0 / N, dlogits)
+    kc.cross_entropy_backward(labels, 1.0 / N, dlogits, probs)
     dlogitsg = empty(logits.shape, dtype)
-    kg.cross_entropy_backward(probsg, dev(labels), 1.0 / N, dlogitsg)
+    kg.cross_entropy_backward(dev(labels), 1.0 / N, dlogitsg, probsg)
     close(dlogitsg, dlogits, dtype)
     correct = kg.count_correct(dev(logits), dev(labels))
     assert isinstance(correct, int) and correct == kc.count_correct(logits, labels)

@@ -14,8 +14,8 @@ def test_dense_forward_split_by_rows_or_by_features_agrees_with_numpy(rows):
     from fastnet.kernels import cpu as k
     rng = np.random.default_rng(3)
     x, w, b = rng.normal(size=(rows, 50)), rng.normal(size=(40, 50)), rng.normal(size=40)
-    y, scratch = np.full((rows, 40), np.nan), np.full((rows, 40), np.nan)
-    k.dense_forward(x, w, b, y, scratch)
+    y, product = np.full((rows, 40), np.nan), np.full((rows, 40), np.nan)
+    k.dense_forward(x, w, b, y, product=product)
     np.testing.assert_allclose(y, x @ w.T + b, rtol=1e-12, atol=1e-12)
-    k.dense_forward_nobias(x, w, y, scratch)
+    k.dense_forward(x, w, None, y, product=product)
     np.testing.assert_allclose(y, x @ w.T, rtol=1e-12, atol=1e-12)

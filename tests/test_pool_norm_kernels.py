@@ -8,15 +8,16 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from gradcheck import numeric_gradient
 
 from fastnet import kernels
 from fastnet.errors import ShapeError
 from fastnet.kernels.cpu import norm as knorm
 from fastnet.kernels.cpu import pool as kpool
-from fastnet.layers.base import Slot, WorkspaceSpec
+from fastnet.kernels.workspace import allocate
+from fastnet.layers.base import Slot
 from fastnet.layers.norm import BatchNorm1D, BatchNorm2D
 from fastnet.layers.pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
-from gradcheck import numeric_gradient
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-5, atol=2e-6)}
@@ -130,7 +131,7 @@ def run_maxpool(x, cfg, idx_dtype=np.int64):
     OH, OW = out_hw(H, W, kh, kw, sh, sw, ph, pw)
     y = np.full((N, C, OH, OW), np.nan, x.dtype)
     am = np.full((N, C, OH, OW), -7, idx_dtype)
-    kpool.maxpool2d_forward(x, y, am, kh, kw, sh, sw, ph, pw)
+    kpool.maxpool2d_forward(x, y, kh, kw, sh, sw, ph, pw, am)
     return y, am
 
 
@@ -147,7 +148,7 @@ def run_bn_train(x3, w, b, rm, rv, eps=1e-5, momentum=0.1):
     y = np.full_like(x3, np.nan)
     mean = np.full(C, np.nan, x3.dtype)
     inv = np.full(C, np.nan, x3.dtype)
-    knorm.batchnorm_forward_train(x3, w, b, eps, momentum, y, mean, inv, rm, rv)
+    knorm.batchnorm_forward_train(x3, w, b, eps, momentum, y, rm, rv, mean, inv)
     return y, mean, inv
 
 
@@ -163,7 +164,7 @@ def test_maxpool_matches_reference(cfg, dtype):
     np.testing.assert_array_equal(am, ridx)
     dy = rand(y.shape, dtype, 2)
     dx = np.full(x.shape, np.nan, dtype)
-    kpool.maxpool2d_backward(dy, am, dx, *cfg[4:])
+    kpool.maxpool2d_backward(dy, dx, *cfg[4:], am)
     np.testing.assert_allclose(dx, ref_maxpool_backward(dy, ridx, x.shape), **TOL[dtype])
 
 
@@ -176,7 +177,7 @@ def test_maxpool_int32_argmax():
     np.testing.assert_array_equal(am, ridx)
     dy = rand(y.shape, np.float32, 4)
     dx = np.empty(x.shape, np.float32)
-    kpool.maxpool2d_backward(dy, am, dx, *cfg[4:])
+    kpool.maxpool2d_backward(dy, dx, *cfg[4:], am)
     np.testing.assert_allclose(dx, ref_maxpool_backward(dy, ridx, x.shape), rtol=1e-6)
 
 
@@ -186,7 +187,7 @@ def test_maxpool_gradcheck(cfg):
     y, am = run_maxpool(x, cfg)
     R = rand(y.shape, np.float64, 6)
     dx = np.empty_like(x)
-    kpool.maxpool2d_backward(R, am, dx, *cfg[4:])
+    kpool.maxpool2d_backward(R, dx, *cfg[4:], am)
     num = numeric_gradient(lambda: float((run_maxpool(x, cfg)[0] * R).sum()), x)
     np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-8)
 
@@ -200,7 +201,7 @@ def test_maxpool_ties_go_to_first_element():
     assert (y == 1).all()
     np.testing.assert_array_equal(am[0, 0], [[0, 2], [10, 12]])
     dx = np.empty_like(x)
-    kpool.maxpool2d_backward(np.ones_like(y), am, dx, *cfg[4:])
+    kpool.maxpool2d_backward(np.ones_like(y), dx, *cfg[4:], am)
     expect = np.zeros((4, 5))
     expect[[0, 0, 2, 2], [0, 2, 0, 2]] = 1
     np.testing.assert_array_equal(dx[0, 1], expect)
@@ -304,14 +305,14 @@ def test_batchnorm_train_matches_reference(shape, dtype):
     dx = np.full_like(x, np.nan)
     dw = np.full(C, np.nan, dtype)
     db = np.full(C, np.nan, dtype)
-    knorm.batchnorm_backward(x, dy, w, mean, inv, dx, dw, db)
+    knorm.batchnorm_backward(x, dy, w, dx, dw, db, mean, inv)
     rdx, rdw, rdb = ref_bn_backward(x, dy, w, 1e-5)
     np.testing.assert_allclose(dx, rdx, **tol)
     np.testing.assert_allclose(dw, rdw, **tol)
     np.testing.assert_allclose(db, rdb, **tol)
     dw2 = np.full(C, np.nan, dtype)
     db2 = np.full(C, np.nan, dtype)
-    knorm.batchnorm_backward(x, dy, w, mean, inv, None, dw2, db2)   # no input gradient wanted
+    knorm.batchnorm_backward(x, dy, w, None, dw2, db2, mean, inv)   # no input gradient wanted
     np.testing.assert_array_equal(dw2, dw)
     np.testing.assert_array_equal(db2, db)
 
@@ -341,7 +342,7 @@ def test_batchnorm_gradcheck(shape):
 
     _, mean, inv = run_bn_train(x, w, b, np.zeros(C), np.ones(C))
     dx, dw, db = np.empty_like(x), np.empty(C), np.empty(C)
-    knorm.batchnorm_backward(x, R, w, mean, inv, dx, dw, db)
+    knorm.batchnorm_backward(x, R, w, dx, dw, db, mean, inv)
     np.testing.assert_allclose(dx, numeric_gradient(loss, x), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(dw, numeric_gradient(loss, w), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(db, numeric_gradient(loss, b), rtol=1e-6, atol=1e-8)
@@ -375,7 +376,7 @@ def test_pooling_matches_torch(cfg, dtype):
     dy = rand(y.shape, dtype, 71)
     yt.backward(torch.tensor(dy))
     dx = np.empty_like(x)
-    kpool.maxpool2d_backward(dy, am, dx, *cfg[4:])
+    kpool.maxpool2d_backward(dy, dx, *cfg[4:], am)
     np.testing.assert_allclose(dx, xt.grad.numpy(), **tol)
 
     xt = torch.tensor(x, requires_grad=True)
@@ -422,7 +423,7 @@ def test_batchnorm_matches_torch(shape, dtype):
         np.testing.assert_allclose(rm, trm.numpy(), **tol)
         np.testing.assert_allclose(rv, trv.numpy(), **tol)
         dx, dw, db = np.empty_like(x3), np.empty(C, dtype), np.empty(C, dtype)
-        knorm.batchnorm_backward(x3, dy.reshape(x3.shape), w, mean, inv, dx, dw, db)
+        knorm.batchnorm_backward(x3, dy.reshape(x3.shape), w, dx, dw, db, mean, inv)
         np.testing.assert_allclose(dx.reshape(shape), xt.grad.numpy(), **tol)
         np.testing.assert_allclose(dw, wt.grad.numpy(), **tol)
         np.testing.assert_allclose(db, bt.grad.numpy(), **tol)
@@ -446,8 +447,7 @@ def make_slot(layer, in_shape, batch, dtype=np.float64):
     params = {k: np.empty(s, dtype) for k, s in layer.param_shapes([in_shape]).items()}
     grads = {k: np.full(s, np.nan, dtype) for k, s in layer.param_shapes([in_shape]).items()}
     buffers = {k: np.empty(s, dtype) for k, s in layer.buffer_shapes([in_shape]).items()}
-    work = {k: (np.zeros((batch, *s.shape), s.dtype) if isinstance(s, WorkspaceSpec) else np.zeros((batch, *s), dtype))
-            for k, s in layer.workspace_shapes([in_shape], kernels.namespace("cpu")).items()}
+    work = allocate(np.zeros, layer.workspace_shapes([in_shape], kernels.namespace("cpu")), batch, dtype)
     layer.init_params(params, buffers, [in_shape], rng)
     return Slot(layer, 0, "0", params, grads, buffers, work, 0)
 

@@ -62,7 +62,10 @@ class Workspaces(dict):
         kernel(..., **workspaces.for_kernel(kernel, n))."""
         names = self._names.get(kernel)
         if names is None:
-            names = self._names[kernel] = tuple(p for p in parameter_names(kernel) if p in self)
+            kernel = _unwrap(kernel)            # a wrapper (functools.wraps) takes its kernel's
+            names = self._names.get(kernel)
+            if names is None:
+                names = self._names[kernel] = tuple(p for p in parameter_names(kernel) if p in self)
         return {name: self.batch(name, n) for name in names}
 
 
@@ -70,12 +73,24 @@ _parameters = {}
 
 
 def parameter_names(kernel):
-    """A kernel's parameter names, in order (a Numba dispatcher's are its Python function's)."""
+    """A kernel's parameter names, in order: a Numba dispatcher's are its Python function's, a
+    wrapper's (functools.wraps) those of the kernel it wraps. Computed once per kernel."""
+    kernel = _unwrap(kernel)
     names = _parameters.get(kernel)
     if names is None:
         names = _parameters[kernel] = tuple(
             inspect.signature(getattr(kernel, "py_func", kernel)).parameters)
     return names
+
+
+def _unwrap(kernel):
+    """The kernel a functools.wraps wrapper wraps: a launcher, or a Numba dispatcher (which itself
+    wraps its Python function, py_func: the unwrapping stops there)."""
+    while True:
+        inner = getattr(kernel, "__wrapped__", None)
+        if inner is None or inner is getattr(kernel, "py_func", None):
+            return kernel
+        kernel = inner
 
 
 def allocate(zeros, specs, batch, dtype):

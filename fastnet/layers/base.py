@@ -16,9 +16,12 @@ compiled batch size (a smaller last batch gets views of the same buffers).
 - `buffer_shapes(input_shapes)` -> {short name: shape} of non-trainable state saved in state_dict
   (BatchNorm's running statistics).
 - `workspace_shapes(input_shapes, k)` -> {name: per-sample shape, or a WorkspaceSpec for another dtype
-  or no batch axis} of scratch arrays the kernels of namespace k need (each device's kernels may
-  want their own: k.conv2d_workspace_shapes); a per-sample one is allocated as
-  (batch, *shape) and handed over sliced to the current batch (slot.work(name, n)).
+  or no batch axis} of scratch arrays the kernels of namespace k take: what the ops'
+  k.<op>_workspace_shapes(...) declare on that device, under the kernels' parameter names
+  (fastnet/kernels/workspace.py). A per-sample one is allocated as (batch, *shape) and handed over
+  sliced to the current batch. A layer passes a kernel its workspaces as keyword arguments,
+  k.<op>_forward(..., **slot.workspaces_for(k.<op>_forward, n)), since each device's kernels take
+  their own; slot.work(name, n) is one of them.
 - `init_params(params, buffers, input_shapes, rng)` fills parameters and buffers in place.
 - `forward(k, slot, xs, y, train)` writes y from the inputs xs (a list, one array per input).
 - `backward(k, slot, xs, y, dy, dxs)` reads dy, writes each dxs[i] that is not None (None means
@@ -40,6 +43,8 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from ..errors import ShapeError
+from ..kernels.workspace import Workspaces
+from ..kernels.workspace import WorkspaceSpec as WorkspaceSpec  # re-exported: fastnet.layers.WorkspaceSpec
 from ..nodes import call_layer
 
 
@@ -57,17 +62,6 @@ def int_pair(value, what, layer_name, minimum):
     return pair
 
 
-class WorkspaceSpec:
-    """A workspace of a dtype other than the model's (e.g. integer argmax indices; None: the
-    model's), or one with no batch axis (per_sample=False: allocated as `shape` exactly, used whole,
-    e.g. per-thread partial sums)."""
-
-    def __init__(self, shape, dtype=None, per_sample=True):
-        self.shape = tuple(shape)
-        self.dtype = None if dtype is None else np.dtype(dtype)
-        self.per_sample = per_sample
-
-
 class Slot:
     """One layer's compiled state inside one model."""
 
@@ -78,7 +72,8 @@ class Slot:
         self.params = params        # short name -> live array (a view into the model's flat parameters)
         self.grads = grads          # short name -> gradient array, same shape
         self.buffers = buffers      # short name -> live array (running statistics)
-        self.workspace = workspace  # name -> (batch, *shape) array
+        # name -> buffer (fastnet.kernels.workspace.Workspaces; a plain dict: all (batch, *shape))
+        self.workspace = workspace if isinstance(workspace, Workspaces) else Workspaces(workspace, workspace)
         self.seed = seed            # per-layer seed for stochastic layers (Dropout)
         self.step = 0               # the model's optimizer step, kept up to date by the model
         self.row_offset = 0         # index of the batch's first row within a longer forward(x)
@@ -88,8 +83,14 @@ class Slot:
         self.fused = False          # this ReLU is applied by the layer before it: never called
 
     def work(self, name, n):
-        """Workspace `name` for a batch of n rows (a view, no copy)."""
-        return self.workspace[name][:n]
+        """Workspace `name` for a batch of n rows: a view of its first n rows (no copy), or the
+        whole buffer where it has no batch axis."""
+        return self.workspace.batch(name, n)
+
+    def workspaces_for(self, kernel, n):
+        """{name: buffer} of the workspaces `kernel` takes (its parameters of those names), for a
+        batch of n rows: k.op(..., **slot.workspaces_for(k.op, n))."""
+        return self.workspace.for_kernel(kernel, n)
 
 
 class Layer(ABC):

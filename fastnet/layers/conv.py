@@ -1,14 +1,16 @@
 """2-D convolution, torch.nn.Conv2d's layout, semantics and initialisation (no dilation, no groups).
 
-The CPU kernels (fastnet/kernels/cpu/conv.py) lower the convolution to a GEMM per image on im2col
-columns that each thread writes into its own scratch matrix (see there for why). The workspace
-shapes come from the device's kernel namespace (k.conv2d_workspace_shapes): each lowering has its own.
+The CPU kernels (fastnet/kernels/cpu/conv.py) lower the convolution to a matrix product per image
+on im2col columns that each thread writes into its own scratch matrix (see there for why). The
+workspaces come from the device's kernel namespace (k.conv2d_workspace_shapes): each lowering has
+its own, and the kernels take them by name.
 """
 
 import math
 
 from ..errors import ShapeError
-from .base import Layer, WorkspaceSpec, int_pair
+from ..kernels.shapes import conv2d_output_hw
+from .base import Layer, int_pair
 
 
 class Conv2D(Layer):
@@ -29,11 +31,12 @@ class Conv2D(Layer):
 
     def output_shape(self, input_shapes):
         _, H, W = self.image_input(input_shapes)
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        if H + 2 * ph < kh or W + 2 * pw < kw:
+        (kh, kw) = self.kernel_size
+        OH, OW = conv2d_output_hw(H, W, kh, kw, *self.stride, *self.padding)
+        if OH < 1 or OW < 1:
             raise ShapeError(f"{self.describe()}: a {kh}x{kw} kernel does not fit the input "
                              f"{H}x{W} with padding {self.padding}")
-        return (self.out_channels, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
+        return (self.out_channels, OH, OW)
 
     def param_shapes(self, input_shapes):
         in_channels = input_shapes[0][0]
@@ -44,9 +47,8 @@ class Conv2D(Layer):
 
     def workspace_shapes(self, input_shapes, k):
         C, H, W = input_shapes[0]
-        shapes = k.conv2d_workspace_shapes(C, H, W, self.out_channels, *self.kernel_size,
-                                                    *self.stride, *self.padding)
-        return {name: WorkspaceSpec(shape, per_sample=False) for name, shape in shapes.items()}
+        return k.conv2d_workspace_shapes(C, H, W, self.out_channels, *self.kernel_size, *self.stride,
+                                         *self.padding)
 
     def init_params(self, params, buffers, input_shapes, rng):
         # PyTorch's default: kaiming_uniform_(a=sqrt(5)) gives bound 1/sqrt(fan_in), bias the same.
@@ -61,15 +63,13 @@ class Conv2D(Layer):
 
     def forward(self, k, slot, xs, y, train):
         bias = slot.params["bias"] if self.bias else None
-        ws = slot.workspace
-        k.conv2d_forward(xs[0], slot.params["weight"], bias, ws["cols"], ws["padded"], y, *self._geometry(),
-                         slot.relu)
+        k.conv2d_forward(xs[0], slot.params["weight"], bias, y, *self._geometry(), slot.relu,
+                         **slot.workspaces_for(k.conv2d_forward, y.shape[0]))
 
     def backward(self, k, slot, xs, y, dy, dxs):
-        ws = slot.workspace
         db = slot.grads["bias"] if self.bias else None
-        k.conv2d_backward(xs[0], slot.params["weight"], y, dy, ws["cols"], ws["padded"], ws["partial"],
-                          ws["product"], slot.grads["weight"], db, dxs[0], *self._geometry(), slot.relu)
+        k.conv2d_backward(xs[0], slot.params["weight"], y, dy, slot.grads["weight"], db, dxs[0],
+                          *self._geometry(), slot.relu, **slot.workspaces_for(k.conv2d_backward, dy.shape[0]))
 
     def __repr__(self):
         extra = "" if self.bias else ", bias=False"

@@ -3,7 +3,7 @@
 import math
 
 from ..errors import ShapeError
-from .base import Layer, WorkspaceSpec
+from .base import Layer
 
 
 class Dense(Layer):
@@ -31,12 +31,8 @@ class Dense(Layer):
         return shapes
 
     def workspace_shapes(self, input_shapes, k):
-        # per-thread partial sums of the weight gradient (a sum over the batch), and the forward
-        # product's scratch where the CPU splits it over the output features
         (in_features,) = input_shapes[0]
-        return {"partial": WorkspaceSpec(k.partial_sums_shape((self.out_features, in_features)),
-                                         per_sample=False),
-                "product": WorkspaceSpec((self.out_features,))}
+        return k.dense_workspace_shapes(in_features, self.out_features)
 
     def init_params(self, params, buffers, input_shapes, rng):
         # PyTorch's default: kaiming_uniform_(a=sqrt(5)) gives bound 1/sqrt(fan_in), bias the same.
@@ -46,14 +42,13 @@ class Dense(Layer):
             params["bias"][...] = rng.uniform(-bound, bound, params["bias"].shape)
 
     def forward(self, k, slot, xs, y, train):
-        n = y.shape[0]
-        if self.bias:
-            k.dense_forward(xs[0], slot.params["weight"], slot.params["bias"], y, slot.work("product", n))
-        else:
-            k.dense_forward_nobias(xs[0], slot.params["weight"], y, slot.work("product", n))
+        bias = slot.params["bias"] if self.bias else None
+        k.dense_forward(xs[0], slot.params["weight"], bias, y,
+                        **slot.workspaces_for(k.dense_forward, y.shape[0]))
 
     def backward(self, k, slot, xs, y, dy, dxs):
-        k.dense_backward_weight(xs[0], dy, slot.grads["weight"], slot.workspace["partial"])
+        k.dense_backward_weight(xs[0], dy, slot.grads["weight"],
+                                **slot.workspaces_for(k.dense_backward_weight, dy.shape[0]))
         if self.bias:
             k.bias_backward(dy, slot.grads["bias"])
         if dxs[0] is not None:

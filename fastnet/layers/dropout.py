@@ -23,7 +23,7 @@ class Dropout(Layer):
         return tuple(input_shapes[0])
 
     def workspace_shapes(self, input_shapes, k):
-        return {"mask": tuple(input_shapes[0])}
+        return k.dropout_workspace_shapes(input_shapes[0])
 
     def forward(self, k, slot, xs, y, train):
         if not train or self.p == 0.0:
@@ -33,8 +33,9 @@ class Dropout(Layer):
         row = y[0].size
         # Disjoint counters per step: rows of a step never reuse another step's numbers.
         offset = (slot.step * 2**32 + slot.row_offset * row) % 2**62
-        k.dropout_forward(xs[0].reshape(-1), self.p, slot.seed, offset,
-                          slot.work("mask", n).reshape(-1), y.reshape(-1))
+        # the kernels take flat views: the mask too, by its name
+        k.dropout_forward(xs[0].reshape(-1), self.p, slot.seed, offset, y.reshape(-1),
+                          mask=slot.work("mask", n).reshape(-1))
 
     def backward(self, k, slot, xs, y, dy, dxs):
         if dxs[0] is None:
@@ -43,4 +44,4 @@ class Dropout(Layer):
             k.copy_forward(dy.reshape(-1), dxs[0].reshape(-1))
             return
         n = dy.shape[0]
-        k.dropout_backward(slot.work("mask", n).reshape(-1), dy.reshape(-1), dxs[0].reshape(-1))
+        k.dropout_backward(dy.reshape(-1), dxs[0].reshape(-1), mask=slot.work("mask", n).reshape(-1))

@@ -18,7 +18,6 @@ Differences from torch.nn.BatchNorm*d, all deliberate:
 The kernels see every input as (N, C, L): the layer passes reshaped views (no copies).
 """
 
-import numpy as np
 
 from fastnet.errors import ShapeError
 from fastnet.layers.base import Layer
@@ -54,10 +53,8 @@ class _BatchNorm(Layer):
         return {"running_mean": (c,), "running_var": (c,)}
 
     def workspace_shapes(self, input_shapes, k):
-        # Per-channel scratch, not per-sample: the saved batch mean (row 0) and inverse std (row 1).
-        # Workspaces are declared per sample, so this is a (batch, 2, C) array of which only
-        # sample 0 is used: slot.workspace["stats"][0] is the (2, C) block.
-        return {"stats": (2, self._channels(input_shapes))}
+        # the batch mean and inverse std the training forward saves for the backward, per channel
+        return k.batchnorm_workspace_shapes(self._channels(input_shapes))
 
     def init_params(self, params, buffers, input_shapes, rng):
         params["weight"][...] = 1
@@ -84,9 +81,9 @@ class _BatchNorm(Layer):
                     f"{self.describe()}: expected more than 1 value per channel when training, "
                     f"got input of shape {tuple(xs[0].shape)} (batch {n}); use a batch of at "
                     f"least 2 (e.g. drop a last batch of one sample) or evaluate with train=False")
-            stats = slot.workspace["stats"][0]
             k.batchnorm_forward_train(x3, p["weight"], p["bias"], self.eps, self.momentum, y3,
-                                      stats[0], stats[1], b["running_mean"], b["running_var"])
+                                      b["running_mean"], b["running_var"],
+                                      **slot.workspaces_for(k.batchnorm_forward_train, n))
         else:
             k.batchnorm_forward_eval(x3, p["weight"], p["bias"], b["running_mean"],
                                      b["running_var"], self.eps, y3)
@@ -94,11 +91,10 @@ class _BatchNorm(Layer):
     def backward(self, k, slot, xs, y, dy, dxs):
         x3 = self._as3d(xs[0])
         dy3 = self._as3d(dy)
-        stats = slot.workspace["stats"][0]
         g = slot.grads
         dx3 = None if dxs[0] is None else self._as3d(dxs[0])
-        k.batchnorm_backward(x3, dy3, slot.params["weight"], stats[0], stats[1], dx3,
-                             g["weight"], g["bias"])
+        k.batchnorm_backward(x3, dy3, slot.params["weight"], dx3, g["weight"], g["bias"],
+                             **slot.workspaces_for(k.batchnorm_backward, dy.shape[0]))
 
     def __repr__(self):
         extra = f", name={self.name!r}" if self.name else ""

@@ -10,10 +10,9 @@ GlobalAvgPool2D maps (C, H, W) to (C,) (Keras' GlobalAveragePooling2D; the same 
 PyTorch's adaptive_avg_pool2d(x, 1) followed by a flatten).
 """
 
-import numpy as np
-
 from fastnet.errors import ShapeError
-from fastnet.layers.base import Layer, WorkspaceSpec, int_pair
+from fastnet.kernels.shapes import pool2d_output_hw
+from fastnet.layers.base import Layer, int_pair
 
 
 class _Pool2D(Layer):
@@ -33,13 +32,12 @@ class _Pool2D(Layer):
     def output_shape(self, input_shapes):
         C, H, W = self.image_input(input_shapes)
         kh, kw = self.kernel_size
-        sh, sw = self.stride
-        ph, pw = self.padding
-        if H + 2 * ph < kh or W + 2 * pw < kw:
+        OH, OW = pool2d_output_hw(H, W, *self._args())
+        if OH < 1 or OW < 1:
             raise ShapeError(
                 f"{self.describe()}: a {kh}x{kw} window does not fit the input {H}x{W} "
                 f"with padding {self.padding}")
-        return (C, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
+        return (C, OH, OW)
 
     def _args(self):
         kh, kw = self.kernel_size
@@ -57,18 +55,16 @@ class MaxPool2D(_Pool2D):
     """Max pooling; the index of each chosen pixel is kept in the workspace "argmax" for backward."""
 
     def workspace_shapes(self, input_shapes, k):
-        # int32: a flat index within one (H, W) plane; half the memory traffic of int64.
-        return {"argmax": WorkspaceSpec(self.output_shape(input_shapes), np.int32)}
+        C, H, W = input_shapes[0]
+        return k.maxpool2d_workspace_shapes(C, H, W, *self._args())
 
     def forward(self, k, slot, xs, y, train):
-        argmax = slot.work("argmax", y.shape[0])
-        k.maxpool2d_forward(xs[0], y, argmax, *self._args())
+        k.maxpool2d_forward(xs[0], y, *self._args(), **slot.workspaces_for(k.maxpool2d_forward, y.shape[0]))
 
     def backward(self, k, slot, xs, y, dy, dxs):
         if dxs[0] is None:
             return
-        argmax = slot.work("argmax", dy.shape[0])
-        k.maxpool2d_backward(dy, argmax, dxs[0], *self._args())
+        k.maxpool2d_backward(dy, dxs[0], *self._args(), **slot.workspaces_for(k.maxpool2d_backward, dy.shape[0]))
 
 
 class AvgPool2D(_Pool2D):

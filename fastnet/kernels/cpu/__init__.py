@@ -1,21 +1,45 @@
-"""The CPU kernel namespace: every kernel the layers call, as `k.<name>`, the workspace shapes those
-kernels want, and the buffer functions (memory.py) the plan and model allocate and copy with.
+"""The CPU kernel namespace: every kernel the layers call, as `k.<name>`, the workspaces each op's
+kernels take (`<op>_workspace_shapes`, fastnet/kernels/workspace.py), and the buffer functions
+(memory.py) the plan and model allocate and copy with.
 (augment.py is not a device kernel: batches are assembled on the host whatever the device, by
 fastnet.data.Augment.)"""
 
-from .activation import (copy_forward, dropout_backward, dropout_forward, leaky_relu_backward,
-                         leaky_relu_forward, relu_backward, relu_forward, sigmoid_backward,
-                         sigmoid_forward, softmax_backward, softmax_forward, tanh_backward,
-                         tanh_forward)
+from .activation import (
+    copy_forward,
+    dropout_backward,
+    dropout_forward,
+    dropout_workspace_shapes,
+    leaky_relu_backward,
+    leaky_relu_forward,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax_backward,
+    softmax_forward,
+    tanh_backward,
+    tanh_forward,
+)
 from .conv import conv2d_backward, conv2d_forward, conv2d_workspace_shapes
-from .dense import (bias_backward, dense_backward_input, dense_backward_weight, dense_forward,
-                    dense_forward_nobias)
-from .gemm import partial_sums_shape
-from .loss import (count_correct, cross_entropy_backward, cross_entropy_forward, mse_backward,
-                   mse_forward)
+from .dense import bias_backward, dense_backward_input, dense_backward_weight, dense_forward, dense_workspace_shapes
+from .loss import (
+    count_correct,
+    cross_entropy_backward,
+    cross_entropy_forward,
+    cross_entropy_workspace_shapes,
+    mse_backward,
+    mse_forward,
+)
 from .memory import copy_in, copy_out, staging, to_host, zeros
 from .merge import accumulate, add_forward, copy_channels, fill
-from .norm import batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train
+from .norm import batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, batchnorm_workspace_shapes
 from .optim import adam_update, sgd_update
-from .pool import (avgpool2d_backward, avgpool2d_forward, global_avgpool2d_backward,
-                   global_avgpool2d_forward, maxpool2d_backward, maxpool2d_forward)
+from .pool import (
+    avgpool2d_backward,
+    avgpool2d_forward,
+    global_avgpool2d_backward,
+    global_avgpool2d_forward,
+    maxpool2d_backward,
+    maxpool2d_forward,
+    maxpool2d_workspace_shapes,
+)

@@ -7,6 +7,7 @@ Backward kernels read the saved forward output y where the derivative is a funct
 import numpy as np
 from numba import njit, prange
 
+from .. import elementwise
 from .random import splitmix64
 
 
@@ -70,21 +71,8 @@ def tanh_backward(y, dy, dx):
         dx[i] = dy[i] * (one - y[i] * y[i])
 
 
-@njit(cache=True)
-def softmax_row(x, n, y):
-    """y[n] = softmax(x[n]) with the row maximum m subtracted for stability; returns
-    log(sum_j exp(x[n, j])) = m + log(sum_j exp(x[n, j] - m)), the row's log-sum-exp."""
-    m = x[n, 0]
-    for j in range(1, x.shape[1]):
-        m = max(m, x[n, j])
-    total = x.dtype.type(0)
-    for j in range(x.shape[1]):
-        e = np.exp(x[n, j] - m)
-        y[n, j] = e
-        total += e
-    for j in range(x.shape[1]):
-        y[n, j] /= total
-    return m + np.log(total)
+# y[n] = softmax(x[n]), returning the row's log-sum-exp (elementwise.py, shared with the CUDA kernels)
+softmax_row = njit(cache=True, inline="always")(elementwise.softmax_row)
 
 
 @njit(cache=True, parallel=True)
@@ -112,8 +100,14 @@ def copy_forward(x, y):
         y[i] = x[i]
 
 
+def dropout_workspace_shapes(shape):
+    """name -> per-sample shape: `mask`, the kept elements' scale (0 where dropped), written by the
+    forward and read by the backward; shape is the layer's per-sample input shape."""
+    return {"mask": tuple(shape)}
+
+
 @njit(cache=True, parallel=True)
-def dropout_forward(x, p, seed, offset, mask, y):
+def dropout_forward(x, p, seed, offset, y, mask):
     """Inverted dropout: keep with probability 1 - p and scale by 1 / (1 - p).
 
     The mask is a pure function of (seed, offset + i) through a splitmix64 hash, so it
@@ -130,6 +124,6 @@ def dropout_forward(x, p, seed, offset, mask, y):
 
 
 @njit(cache=True, parallel=True)
-def dropout_backward(mask, dy, dx):
+def dropout_backward(dy, dx, mask):
     for i in prange(dy.size):
         dx[i] = dy[i] * mask[i]

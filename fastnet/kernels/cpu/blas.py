@@ -2,23 +2,22 @@
 
 Numba's np.dot calls the OpenBLAS bundled with SciPy; NumPy's wheels bundle a newer one
 (scipy-openblas64 0.3.31 against SciPy 1.17's 0.3.30 here) that runs the products fastnet makes
-faster, most of all the small ones, on one core (GFLOP/s, SciPy's vs NumPy's):
-(16 x 150) @ (150 x 100) 59 vs 97, (16 x 144) @ (144 x 784) 62 vs 102, (64 x 288) @ (288 x 196)
-101 vs 122. Inside the convolution kernels the forward ran 11-21% faster with it.
+faster, most of all the small ones, on one core, and so the convolution kernels too (see
+bench/NOTES.md, blas).
 
-Each call runs single-threaded: fastnet's threads split the work themselves (gemm.py), and two
+Each call runs single-threaded: fastnet's threads split the work themselves (matmul.py), and two
 pools of threads on the same cores made each spin on the cores the other needed (a convolution
-ran 3-5x slower). OpenBLAS has one thread count for the whole library (its "_local" setter sets
-it too), so gemm sets it to 1 where it is not, and the model's entry points put back the count
-the program had when they return (threads.restores_numpy_blas_threads): NumPy's own products
-elsewhere keep their threads.
+ran several times slower; bench/NOTES.md, blas). OpenBLAS has one thread count for the whole
+library (its "_local" setter sets it too), so matmul sets it to 1 where it is not, and the model's
+entry points put back the count the program had when they return
+(threads.restores_numpy_blas_threads): NumPy's own products elsewhere keep their threads.
 
 The functions are reached by symbol name (llvmlite.binding.add_symbol, then a Numba
 ExternalFunction), not by an address baked into the machine code, so kernels that call them stay
 in Numba's on-disk cache (Numba does not recompile a cached caller when a callee in another file
 changes: renaming a symbol here needs the __pycache__ folders cleared, or stale kernels would call a
 name nothing answers to). Where NumPy's library is not found (a NumPy built on another BLAS),
-AVAILABLE is False and gemm.py uses np.dot.
+AVAILABLE is False and matmul.py uses np.dot.
 """
 
 import ctypes
@@ -95,13 +94,13 @@ def _layout(a):
         return NO_TRANS, max(a.shape[1], a.strides[0] // item, 1)
     if a.shape[0] == 1 or a.strides[0] == item:
         return TRANS, max(a.shape[0], a.strides[1] // item, 1)
-    raise ValueError("blas.gemm: a matrix needs one axis of unit stride")
+    raise ValueError("blas.matmul: a matrix needs one axis of unit stride")
 
 
 @njit(cache=True)
-def gemm(a, b, c):
-    """c = a @ b, single-threaded. a and b: any matrices with one unit-stride axis (row blocks,
-    transposed views); c: rows contiguous."""
+def matmul(a, b, c):
+    """c = a @ b, single-threaded (a CBLAS ?gemm call, alpha 1 and beta 0). a and b: any matrices
+    with one unit-stride axis (row blocks, transposed views); c: rows contiguous."""
     M, K = a.shape
     N = b.shape[1]
     if M == 0 or N == 0:
@@ -114,7 +113,7 @@ def gemm(a, b, c):
     trans_a, lda = _layout(a)
     trans_b, ldb = _layout(b)
     if c.shape[1] != 1 and c.strides[1] != c.itemsize:
-        raise ValueError("blas.gemm: the output's rows must be contiguous")
+        raise ValueError("blas.matmul: the output's rows must be contiguous")
     ldc = max(N, c.strides[0] // c.itemsize, 1)
     if _get_threads() != 1:
         _set_threads(1)

@@ -2,7 +2,7 @@
 
 Shapes (PyTorch's layouts):
     x (N, C, H, W)   w (O, C, KH, KW)   b (O,)   y (N, O, OH, OW)
-    OH = (H + 2*ph - KH) // sh + 1,   OW = (W + 2*pw - KW) // sw + 1
+    OH = (H + 2*ph - KH) // sh + 1,   OW = (W + 2*pw - KW) // sw + 1   (kernels/shapes.py)
     P = OH * OW (output pixels per image),   K = C * KH * KW (one column's length)
 
     y[n, o, oh, ow] = b[o] + sum_{c, kh, kw} w[o, c, kh, kw] * x[n, c, oh*sh - ph + kh, ow*sw - pw + kw]
@@ -12,48 +12,46 @@ with x read as 0 outside the image (zero padding).
 Lowering, one image at a time: the image is copied inside a zero border (padded, (C, H+2ph, W+2pw)),
 and im2col writes its (K, P) column matrix
     cols[(c*KH + kh)*KW + kw, oh*OW + ow] = padded[c, oh*sh + kh, ow*sw + kw]
-row by row, each row OH runs along ow with no bounds to test (1.4-1.9x faster than testing them
-on the zoo's convolutions: 27 vs 47 us for cnn's second), and then
+row by row, each row OH runs along ow with no bounds to test (faster than testing them, see
+bench/NOTES.md, conv), and then
     forward          y[n] (O, P) = w (O, K) @ cols (K, P), + b    -- already NCHW, no layout pass
     backward params  dw.T (K, O) += cols (K, P) @ dy[n].T (P, O)  -- cols recomputed, not stored
     backward input   dcols (K, P) = w.T (K, O) @ dy[n] (O, P);  dx[n] = col2im(dcols)
 Each thread owns a contiguous block of images and a (K, P) scratch matrix that stays in its cache
-from im2col through the GEMMs to col2im; each product one single-threaded BLAS call (blas.py, gemm.py).
-Where the weight gradient is small (a first layer on one channel: O * K <= gemm.SMALL_C) its
-product is a plain loop instead (gemm.matmul_nt_small): up to 1.2x faster than BLAS there.
-Measured against one GEMM over the whole batch (the (N*P, K) columns of every image, then a
-layout pass to NCHW): 1.4x faster on cnn's second convolution and 3x on its first (C=1), and no
-batch-sized column buffer (58 MB for cnn at batch 256).
+from im2col through the products to col2im; each product one single-threaded BLAS call (blas.py,
+matmul.py). Where the weight gradient is small (a first layer on one channel: O * K <=
+matmul.SMALL_C) its product is a plain loop instead (matmul.matmul_nt_small), which beats BLAS
+there. Per image rather than one product over the whole batch (the (N*P, K) columns of every image,
+then a layout pass to NCHW): faster on the zoo's convolutions, most of all a first one on one
+channel, and no batch-sized column buffer (bench/NOTES.md, conv).
 
 col2im adds into the thread's padded image and copies its inside to dx[n]: a thread writes the
-images it owns only, so no two threads add into one element. The weight
-gradient is summed per thread into partial[t] (each image's product lands in product[t] first:
-np.dot overwrites), then the threads' sums are added into dw. The product is taken transposed,
-(K, O) = cols @ dy[n].T: OpenBLAS ran it 1.6-2x faster than dy[n] @ cols.T (O, K) on the zoo's shapes
-(e.g. 26 vs 49 us for O=16, K=144, P=784). Workspaces, all (T, ...) with T = gemm.BLOCKS threads
-(see `conv2d_workspace_shapes`): cols (T, K, P), padded (T, C, H+2ph, W+2pw), partial and product
-(T, K, O): summed in the product's layout (a transposing add per image cost cnn 4% of its step),
-transposed once into dw at the end.
-Nothing here allocates.
+images it owns only, so no two threads add into one element. The weight gradient is summed per
+thread into partial[t] (each image's product lands in product[t] first: BLAS overwrites), then the
+threads' sums are added into dw. The product is taken transposed, (K, O) = cols @ dy[n].T, the
+orientation OpenBLAS runs faster on the zoo's shapes than dy[n] @ cols.T (O, K), and summed in
+that layout, transposed once into dw at the end (a transposing add per image cost more; both in
+bench/NOTES.md, conv).
+
+Workspaces (conv2d_workspace_shapes), all (T, ...) with T = matmul.BLOCKS threads, no batch axis:
+cols (T, K, P), padded (T, C, H+2ph, W+2pw), partial and product (T, K, O). Nothing here allocates.
 """
 
-import numpy as np
 from numba import njit, prange
 
-from .gemm import BLOCKS, SMALL_C, matmul, matmul_nt_small
-
-
-def conv2d_output_hw(H, W, KH, KW, sh, sw, ph, pw):
-    """(OH, OW), or a non-positive size where the kernel does not fit the padded image."""
-    return (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
+from ..shapes import conv2d_output_hw
+from ..workspace import WorkspaceSpec
+from .matmul import BLOCKS, SMALL_C, matmul, matmul_nt_small
 
 
 def conv2d_workspace_shapes(C, H, W, O, KH, KW, sh, sw, ph, pw):
-    """The workspaces the kernels need, name -> full shape (no batch axis: one slice per thread)."""
+    """name -> WorkspaceSpec of the workspaces the kernels take, no batch axis (one slice per
+    thread): cols and padded (forward and backward), partial and product (backward)."""
     OH, OW = conv2d_output_hw(H, W, KH, KW, sh, sw, ph, pw)
     K = C * KH * KW
-    return {"cols": (BLOCKS, K, OH * OW), "padded": (BLOCKS, C, H + 2 * ph, W + 2 * pw),
-            "partial": (BLOCKS, K, O), "product": (BLOCKS, K, O)}
+    shapes = {"cols": (BLOCKS, K, OH * OW), "padded": (BLOCKS, C, H + 2 * ph, W + 2 * pw),
+              "partial": (BLOCKS, K, O), "product": (BLOCKS, K, O)}
+    return {name: WorkspaceSpec(shape, per_sample=False) for name, shape in shapes.items()}
 
 
 @njit(cache=True)
@@ -70,7 +68,7 @@ def _pad_image(x, n, padded, ph, pw):
 @njit(cache=True)
 def _im2col_image(padded, cols, KH, KW, sh, sw):
     """cols[(c*KH + kh)*KW + kw, oh*OW + ow] = padded[c, oh*sh + kh, ow*sw + kw]: each row a copy
-    with no bounds to test, which is why the image is padded first (2x faster than testing them)."""
+    with no bounds to test, which is why the image is padded first (see bench/NOTES.md, conv)."""
     C = padded.shape[0]
     OW = (padded.shape[2] - KW) // sw + 1
     OH = cols.shape[1] // OW
@@ -81,7 +79,7 @@ def _im2col_image(padded, cols, KH, KW, sh, sw):
                 for oh in range(OH):
                     src = padded[c, oh * sh + kh]
                     base = oh * OW
-                    if sw == 1:                 # a unit stride the compiler can vectorise: 1.4x
+                    if sw == 1:                 # a unit stride the compiler vectorises (bench/NOTES.md, conv)
                         for ow in range(OW):
                             row[base + ow] = src[ow + kw]
                     else:
@@ -137,7 +135,7 @@ def _relu_mask_in_place(yn, dyn):
 
 
 @njit(cache=True, parallel=True)
-def conv2d_forward(x, w, b, cols, padded, y, sh, sw, ph, pw, relu):
+def conv2d_forward(x, w, b, y, sh, sw, ph, pw, relu, cols, padded):
     """y = conv2d(x, w) + b (b may be None: no bias), then y = max(y, 0) where relu (a ReLU fused
     into the convolution: applied while the image is in cache). cols, padded: per-thread scratch
     (T, K, P) and (T, C, H + 2ph, W + 2pw)."""
@@ -164,12 +162,13 @@ def conv2d_forward(x, w, b, cols, padded, y, sh, sw, ph, pw, relu):
 
 
 @njit(cache=True, parallel=True)
-def conv2d_backward(x, w, y, dy, cols, padded, partial, product, dw, db, dx, sh, sw, ph, pw, relu):
+def conv2d_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, cols, padded, partial, product):
     """dw[o, c, kh, kw] = sum_{n, oh, ow} dy[n, o, oh, ow] x[n, c, oh*sh - ph + kh, ow*sw - pw + kw];
     db[o] = sum_{n, oh, ow} dy[n, o, oh, ow]  (db None: no bias);
     dx[n, c, h, w] = sum of dy[n, o, oh, ow] w[o, c, kh, kw] over the windows that read (h, w)
     (dx None: not wanted). All written, not accumulated. Where relu (the forward applied a ReLU to y),
-    dy is first masked in place, dy = 0 where y <= 0: the gradient of the convolution's own output."""
+    dy is first masked in place, dy = 0 where y <= 0: the gradient of the convolution's own output.
+    cols, padded as the forward's; partial, product: per-thread (T, K, O) sums and products."""
     N = x.shape[0]
     O, C, KH, KW = w.shape
     K = C * KH * KW

@@ -1,12 +1,19 @@
 """Losses with PyTorch's reductions: cross-entropy (softmax fused, mean over the batch,
 integer labels) and MSE (mean over every element). Forward kernels return the summed loss;
 the caller divides, so the mean is over the rows actually present in a smaller last batch.
+
+Workspace (cross_entropy_workspace_shapes): `probs`, the softmax the forward writes and the
+backward reads. MSE needs none.
 """
 
-import numpy as np
 from numba import njit, prange
 
 from .activation import softmax_row
+
+
+def cross_entropy_workspace_shapes(classes):
+    """name -> per-sample shape: `probs`, one softmax row per sample."""
+    return {"probs": (classes,)}
 
 
 @njit(cache=True)
@@ -23,7 +30,7 @@ def cross_entropy_forward(logits, labels, probs):
 
 
 @njit(cache=True, parallel=True)
-def cross_entropy_backward(probs, labels, scale, dlogits):
+def cross_entropy_backward(labels, scale, dlogits, probs):
     """dlogits = scale * (probs - onehot(labels)); scale is 1 / batch rows for the mean."""
     s = probs.dtype.type(scale)
     for n in prange(probs.shape[0]):

@@ -1,4 +1,6 @@
-"""Matrix products spread over Numba's threads, each block one single-threaded BLAS call.
+"""Matrix products c = a @ b (and a.T @ b, a @ b.T) for the CPU kernels: `matmul`, one
+single-threaded BLAS call, and products spread over Numba's threads, each block one such call.
+(The CUDA namespace's `gemm` is its own tiled kernel; the CPU has no function of that name.)
 
 fastnet keeps one pool of threads, Numba's: each BLAS call runs single-threaded (blas.py, threads.py),
 and a large product is cut into blocks of rows that Numba's threads compute side by side. Two pools
@@ -28,15 +30,13 @@ def matmul_dot(a, b, c):
 
 # c = a @ b, one single-threaded BLAS call: NumPy's own OpenBLAS where it is found (faster on these
 # products, see blas.py), else np.dot. Chosen at import; Numba compiles it into its callers.
-matmul = blas.gemm if blas.AVAILABLE else matmul_dot
+matmul = blas.matmul if blas.AVAILABLE else matmul_dot
 
 
 # Weight-gradient products c (M, N) = a @ b.T with at most SMALL_C entries in c and long rows in a and b
 # (a first convolution on one channel: K = 9 or 25 rows, P = 784 columns) run faster as the plain
-# loops of matmul_nt_small than through BLAS, whose per-call packing outweighs so little work.
-# Measured in the convolution kernel (2 threads, per image, NumPy's OpenBLAS): lenet5's first,
-# (25 x 784) @ (784 x 6), 7.3 vs 8.9 us; cnn's first, (9 x 784) @ (784 x 32), 12.0 vs 12.8 us.
-# (Forward products of that size were as fast or faster through BLAS.)
+# loops of matmul_nt_small than through BLAS, whose per-call packing outweighs so little work
+# (forward products of that size were as fast or faster through BLAS): see bench/NOTES.md, matmul.
 SMALL_C = 300
 
 
@@ -44,7 +44,7 @@ SMALL_C = 300
 def matmul_nt_small(a, b, c):
     """c = a @ b.T for a (M, L) and b (N, L) with long rows and a small c (M, N): each entry a dot
     product along L. Reassociation lets the compiler split each sum into vector lanes (without it,
-    a sum must be added in order, one element at a time: 20x slower)."""
+    a sum must be added in order, one element at a time: much slower, see bench/NOTES.md, matmul)."""
     M, N = c.shape
     for m in range(M):
         left = a[m]
@@ -68,7 +68,8 @@ def matmul_rows(a, b, c):
 
 
 def partial_sums_shape(out_shape):
-    """Shape of the `partial` workspace matmul_tn needs for an output of out_shape."""
+    """Shape of the `partial` workspace matmul_tn needs for an output of out_shape: one sum per
+    thread but the first (which writes c itself)."""
     return (BLOCKS - 1, *out_shape)
 
 

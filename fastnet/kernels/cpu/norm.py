@@ -10,7 +10,8 @@ Training forward (per channel c):
     y      = (x - mean) * invstd * weight + bias
     running_mean = (1 - momentum) * running_mean + momentum * mean
     running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)   (UNBIASED)
-mean and invstd are saved (in the data's dtype) for the backward pass.
+mean and invstd are saved (in the data's dtype) for the backward pass, in the workspaces
+save_mean and save_invstd (batchnorm_workspace_shapes: (C,) each, no batch axis).
 
 Precision: the sums are accumulated in float64 for float32 data too, as PyTorch's CPU kernel does
 (its accumulation type for float is double), with the two-pass mean-then-variance so that no
@@ -30,7 +31,7 @@ Parameter gradients are written (overwritten), not accumulated.
 Speed: the sums are reductions, which LLVM vectorises only when it may reassociate them, so the
 kernels are compiled with fastmath={"reassoc"} and nothing else: no "nnan"/"ninf", so NaN and inf
 still propagate. The float64 sums are then added in a different (blocked) order, a rounding-level
-difference; without it the training forward is about 5x and the backward about 2.5x slower.
+difference; without it both passes are several times slower (bench/NOTES.md, norm).
 
 Every kernel runs `prange` over channels (or over (n, c) rows in the eval forward): each
 iteration owns the outputs of its channel, so no two threads write the same element.
@@ -39,12 +40,21 @@ iteration owns the outputs of its channel, so no two threads write the same elem
 import numpy as np
 from numba import njit, prange
 
+from ..workspace import WorkspaceSpec
+
 _REASSOC = {"reassoc"}      # see "Speed" above
 
 
+def batchnorm_workspace_shapes(channels):
+    """name -> WorkspaceSpec: the batch mean and inverse std the training forward saves for the
+    backward, one per channel (no batch axis)."""
+    return {"save_mean": WorkspaceSpec((channels,), per_sample=False),
+            "save_invstd": WorkspaceSpec((channels,), per_sample=False)}
+
+
 @njit(cache=True, parallel=True, fastmath=_REASSOC)
-def batchnorm_forward_train(x, weight, bias, eps, momentum, y, save_mean, save_invstd,
-                            running_mean, running_var):
+def batchnorm_forward_train(x, weight, bias, eps, momentum, y, running_mean, running_var,
+                            save_mean, save_invstd):
     """Normalise with batch statistics; write y, save_mean, save_invstd; update running_* in place."""
     N, C, L = x.shape
     M = N * L
@@ -92,7 +102,7 @@ def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, y):
 
 
 @njit(cache=True, parallel=True, fastmath=_REASSOC)
-def batchnorm_backward(x, dy, weight, save_mean, save_invstd, dx, dweight, dbias):
+def batchnorm_backward(x, dy, weight, dx, dweight, dbias, save_mean, save_invstd):
     """Training-mode backward: write dx (unless None: not wanted), dweight = sum(dy * xhat),
     dbias = sum(dy)."""
     N, C, L = x.shape

@@ -1,10 +1,16 @@
 """Optimizer updates over flat parameter arrays (all of a model's parameters in one buffer),
 with PyTorch's semantics. Scalars that depend on the step (bias corrections) are computed
-by the caller in float64, as torch.optim does in Python.
+by the caller in float64, as torch.optim does in Python; the element update itself is
+fastnet/kernels/elementwise.py's, shared with the CUDA kernels, with every scalar converted to the
+parameters' dtype here.
 """
 
-import numpy as np
 from numba import njit, prange
+
+from .. import elementwise
+
+_sgd_step = njit(cache=True, inline="always")(elementwise.sgd_step)
+_adam_step = njit(cache=True, inline="always")(elementwise.adam_step)
 
 
 @njit(cache=True, parallel=True)
@@ -15,20 +21,10 @@ def sgd_update(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first
     mom = p.dtype.type(momentum)
     damp = p.dtype.type(1.0 - dampening)
     wd = p.dtype.type(weight_decay)
+    use_momentum = momentum != 0.0
+    use_decay = weight_decay != 0.0
     for i in prange(p.size):
-        d = g[i]
-        if weight_decay != 0.0:
-            d = d + wd * p[i]
-        if momentum != 0.0:
-            if first_step:
-                buf[i] = d
-            else:
-                buf[i] = mom * buf[i] + damp * d
-            if nesterov:
-                d = d + mom * buf[i]
-            else:
-                d = buf[i]
-        p[i] -= lr_ * d
+        _sgd_step(i, p, g, buf, lr_, mom, damp, wd, use_momentum, use_decay, nesterov, first_step)
 
 
 @njit(cache=True, parallel=True)
@@ -44,14 +40,6 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
     bc2 = p.dtype.type(bias_correction2_sqrt)
     eps_ = p.dtype.type(eps)
     decay = p.dtype.type(1.0 - lr * weight_decay)
+    use_decay = weight_decay != 0.0
     for i in prange(p.size):
-        d = g[i]
-        if weight_decay != 0.0:
-            if decoupled:
-                p[i] *= decay
-            else:
-                d = d + wd * p[i]
-        m[i] = b1 * m[i] + (one - b1) * d
-        v[i] = b2 * v[i] + (one - b2) * d * d
-        denom = np.sqrt(v[i]) / bc2 + eps_
-        p[i] -= step_size * m[i] / denom
+        _adam_step(i, p, g, m, v, b1, b2, one, wd, use_decay, decoupled, step_size, bc2, eps_, decay)

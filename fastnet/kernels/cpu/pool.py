@@ -15,17 +15,32 @@ and, since ph <= kh/2 and pw <= kw/2 (checked by the layer), holds at least one 
 Parallelism: every kernel runs `prange` over the N * C planes. A plane's outputs and its input
 gradient belong to one thread, so the backward kernels can add into overlapping windows
 (stride < kernel) without two threads ever writing the same element.
+
+Workspace (maxpool2d_workspace_shapes): `argmax`, int32 (half the memory traffic of int64; any
+integer array works), written by the forward and read by the backward. The other pools need none.
 """
 
 import numpy as np
 from numba import njit, prange
 
+from .. import elementwise
+from ..shapes import pool2d_output_hw
+from ..workspace import WorkspaceSpec
+
+# (start, end) of a window's real cells along one axis (elementwise.py, shared with the CUDA kernels)
+_window = njit(cache=True, inline="always")(elementwise.window_bounds)
+
+
+def maxpool2d_workspace_shapes(C, H, W, kh, kw, sh, sw, ph, pw):
+    """name -> WorkspaceSpec: `argmax`, per sample, int32, shaped like the output (C, OH, OW)."""
+    return {"argmax": WorkspaceSpec((C, *pool2d_output_hw(H, W, kh, kw, sh, sw, ph, pw)), np.int32)}
+
 
 @njit(cache=True, parallel=True)
-def maxpool2d_forward(x, y, argmax, kh, kw, sh, sw, ph, pw):
+def maxpool2d_forward(x, y, kh, kw, sh, sw, ph, pw, argmax):
     """y[n, c, oh, ow] = max over the window; argmax[n, c, oh, ow] = flat index of that pixel in the plane."""
     if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
-        _maxpool2x2_forward(x, y, argmax)   # the common case, 5x faster with the window unrolled
+        _maxpool2x2_forward(x, y, argmax)   # the common case, unrolled (bench/NOTES.md, pool)
         return
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
@@ -34,13 +49,9 @@ def maxpool2d_forward(x, y, argmax, kh, kw, sh, sw, ph, pw):
         n = p // C
         c = p - n * C
         for oh in range(OH):
-            h0 = oh * sh - ph
-            hs = max(h0, 0)
-            he = min(h0 + kh, H)
+            hs, he = _window(oh, sh, ph, kh, H)
             for ow in range(OW):
-                w0 = ow * sw - pw
-                ws = max(w0, 0)
-                we = min(w0 + kw, W)
+                ws, we = _window(ow, sw, pw, kw, W)
                 best = ninf
                 besti = hs * W + ws          # PyTorch's starting index: the first real pixel
                 for h in range(hs, he):
@@ -85,7 +96,7 @@ def _maxpool2x2_forward(x, y, argmax):
 
 
 @njit(cache=True, parallel=True)
-def maxpool2d_backward(dy, argmax, dx, kh, kw, sh, sw, ph, pw):
+def maxpool2d_backward(dy, dx, kh, kw, sh, sw, ph, pw, argmax):
     """dx = 0, then dx[n, c, argmax[n, c, oh, ow]] += dy[n, c, oh, ow] (windows may overlap)."""
     if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
         _maxpool2x2_backward(dy, argmax, dx)
@@ -110,7 +121,7 @@ def maxpool2d_backward(dy, argmax, dx, kh, kw, sh, sw, ph, pw):
 def _maxpool2x2_backward(dy, argmax, dx):
     """maxpool2d_backward for a 2x2 window, stride 2, no padding: the windows tile the plane, so
     each dx element is written once, dy where it was the window's maximum and 0 elsewhere, with
-    no zeroing pass and no scattered adds (1.1-1.5x faster on the zoo's pools)."""
+    no zeroing pass and no scattered adds (faster on the zoo's pools: bench/NOTES.md, pool)."""
     N, C, H, W = dx.shape
     OH, OW = dy.shape[2], dy.shape[3]
     zero = dx.dtype.type(0)
@@ -145,13 +156,9 @@ def avgpool2d_forward(x, y, kh, kw, sh, sw, ph, pw):
         n = p // C
         c = p - n * C
         for oh in range(OH):
-            h0 = oh * sh - ph
-            hs = max(h0, 0)
-            he = min(h0 + kh, H)
+            hs, he = _window(oh, sh, ph, kh, H)
             for ow in range(OW):
-                w0 = ow * sw - pw
-                ws = max(w0, 0)
-                we = min(w0 + kw, W)
+                ws, we = _window(ow, sw, pw, kw, W)
                 acc = x.dtype.type(0)
                 for h in range(hs, he):
                     for w in range(ws, we):
@@ -173,13 +180,9 @@ def avgpool2d_backward(dy, dx, kh, kw, sh, sw, ph, pw):
             for w in range(W):
                 dx[n, c, h, w] = zero
         for oh in range(OH):
-            h0 = oh * sh - ph
-            hs = max(h0, 0)
-            he = min(h0 + kh, H)
+            hs, he = _window(oh, sh, ph, kh, H)
             for ow in range(OW):
-                w0 = ow * sw - pw
-                ws = max(w0, 0)
-                we = min(w0 + kw, W)
+                ws, we = _window(ow, sw, pw, kw, W)
                 g = dy[n, c, oh, ow] * inv
                 for h in range(hs, he):
                     for w in range(ws, we):

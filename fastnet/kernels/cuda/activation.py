@@ -10,8 +10,12 @@ import math
 import numpy as np
 from numba import cuda
 
+from .. import elementwise
 from .launch import grid_1d
 from .random import seed_u64, splitmix64
+
+# y[n] = softmax(x[n]), returning the row's log-sum-exp (elementwise.py, shared with the CPU kernels)
+softmax_row = cuda.jit(device=True, cache=True)(elementwise.softmax_row)
 
 
 @cuda.jit(cache=True)
@@ -97,28 +101,10 @@ def _dropout_forward_kernel(x, p, seed, offset, scale, mask, y):
 
 
 @cuda.jit(cache=True)
-def _dropout_backward_kernel(mask, dy, dx):
+def _dropout_backward_kernel(dy, dx, mask):
     i = cuda.grid(1)
     if i < dy.size:
         dx[i] = dy[i] * mask[i]
-
-
-@cuda.jit(device=True, cache=True)
-def softmax_row(x, n, y):
-    """y[n] = softmax(x[n]) with the row maximum m subtracted for stability; returns
-    log(sum_j exp(x[n, j])) = m + log(sum_j exp(x[n, j] - m)). The same steps, in the data's
-    dtype, as kernels/cpu/activation.py's softmax_row."""
-    m = x[n, 0]
-    for j in range(1, x.shape[1]):
-        m = max(m, x[n, j])
-    total = x.dtype.type(0)
-    for j in range(x.shape[1]):
-        e = math.exp(x[n, j] - m)
-        y[n, j] = e
-        total += e
-    for j in range(x.shape[1]):
-        y[n, j] /= total
-    return m + math.log(total)
 
 
 @cuda.jit(cache=True)
@@ -138,6 +124,9 @@ def _softmax_backward_kernel(y, dy, dx):
             dot += dy[n, j] * y[n, j]
         for j in range(y.shape[1]):
             dx[n, j] = y[n, j] * (dy[n, j] - dot)
+
+
+# ---- host side ----
 
 
 def relu_forward(x, y):
@@ -198,7 +187,12 @@ def copy_forward(x, y):
     _copy_kernel[blocks, threads](x, y)
 
 
-def dropout_forward(x, p, seed, offset, mask, y):
+def dropout_workspace_shapes(shape):
+    """name -> per-sample shape: `mask`, the kept elements' scale (0 where dropped), as the CPU's."""
+    return {"mask": tuple(shape)}
+
+
+def dropout_forward(x, p, seed, offset, y, mask):
     """Inverted dropout with the CPU kernel's mask: keep element i when the 53-bit uniform drawn
     from splitmix64(seed, offset + i) is >= p, and scale it by 1 / (1 - p)."""
     blocks, threads = grid_1d(x.size)
@@ -206,6 +200,6 @@ def dropout_forward(x, p, seed, offset, mask, y):
                                              x.dtype.type(1.0 / (1.0 - p)), mask, y)
 
 
-def dropout_backward(mask, dy, dx):
+def dropout_backward(dy, dx, mask):
     blocks, threads = grid_1d(dy.size)
-    _dropout_backward_kernel[blocks, threads](mask, dy, dx)
+    _dropout_backward_kernel[blocks, threads](dy, dx, mask)

@@ -7,19 +7,23 @@ The same definitions as kernels/cpu/conv.py (PyTorch's conv2d, NCHW, weight (O, 
 The batch is taken G images at a time (G = cols.shape[0], chosen by conv2d_workspace_shapes so
 that the column buffer stays within a fixed budget whatever the batch size):
     forward          im2col;  y[n0 + g] (O, P) = W (O, K) @ cols[g] (K, P) + b    (batched GEMM, z = g)
-    backward params  im2col;  partial[g] (O, K) (+)= dy[n0 + g] (O, P) @ cols[g].T (P, K)
-                     then dW = sum_g partial[g]      (one thread per weight: no atomics, fixed order)
+    backward params  im2col;  partial[g] (K, O) (+)= cols[g] (K, P) @ dy[n0 + g].T (P, O)
+                     then dW = sum_g partial[g], transposed   (one thread per weight: no atomics,
+                     fixed order)
                      db[o] = sum over n, oh, ow of dy (one block per channel, a tree reduction in float64)
     backward input   cols[g] = W.T (K, O) @ dy[n0 + g] (O, P)  (the columns are done with: reused)
                      col2im: one thread per input pixel gathers the column entries read from it,
                      so no two threads write one element (no atomics, no races).
-Workspaces (conv2d_workspace_shapes): cols (G, K, P), partial (G, O, K); product is not used.
-Nothing here allocates.
+Workspaces (conv2d_workspace_shapes), no batch axis: cols (G, K, P) and partial (G, K, O), the
+weight gradient's partial sums in the CPU's (K, O) layout (there one per thread, here one per
+image of a chunk). Nothing here allocates.
 """
 
 import numpy as np
 from numba import cuda, float64
 
+from ..shapes import conv2d_output_hw
+from ..workspace import WorkspaceSpec
 from .activation import relu_backward, relu_forward
 from .gemm import gemm
 from .launch import REDUCE_THREADS, block_sum, grid_1d, reduce_threads
@@ -27,22 +31,6 @@ from .launch import REDUCE_THREADS, block_sum, grid_1d, reduce_threads
 COLS_ELEMENTS = 1 << 22      # the column chunk's budget: 16 MiB of float32
 PARTIAL_ELEMENTS = 1 << 22   # the same for the per-image weight-gradient sums
 MAX_CHUNK = 256              # images per chunk at most (grid z, and enough to fill a GPU)
-
-
-def conv2d_output_hw(H, W, KH, KW, sh, sw, ph, pw):
-    """(OH, OW), or a non-positive size where the kernel does not fit the padded image."""
-    return (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
-
-
-def conv2d_workspace_shapes(C, H, W, O, KH, KW, sh, sw, ph, pw):
-    """name -> full shape (no batch axis): cols (G, K, P) and partial (G, O, K) for chunks of G
-    images, G as large as the budgets allow (at most MAX_CHUNK); padded and product (1,) are
-    placeholders (the CPU kernels' per-thread padded image and GEMM product; not needed here)."""
-    OH, OW = conv2d_output_hw(H, W, KH, KW, sh, sw, ph, pw)
-    K = C * KH * KW
-    P = max(1, OH * OW)
-    G = max(1, min(MAX_CHUNK, COLS_ELEMENTS // (K * P), PARTIAL_ELEMENTS // (O * K)))
-    return {"cols": (G, K, P), "padded": (1,), "partial": (G, O, K), "product": (1,)}
 
 
 @cuda.jit(cache=True)
@@ -97,16 +85,16 @@ def _col2im_kernel(dcols, n0, count, dx, KH, KW, sh, sw, ph, pw, OH, OW):
 
 @cuda.jit(cache=True)
 def _sum_partials_kernel(partial, count, dw2):
-    """dw2[o, k] = sum_{g < count} partial[g, o, k], g ascending: one thread per weight."""
+    """dw2[o, k] = sum_{g < count} partial[g, k, o], g ascending: one thread per weight."""
     O = dw2.shape[0]
     K = dw2.shape[1]
     idx = cuda.grid(1)
     if idx < O * K:
         o = idx // K
         k = idx - o * K
-        acc = partial[0, o, k]
+        acc = partial[0, k, o]
         for g in range(1, count):
-            acc += partial[g, o, k]
+            acc += partial[g, k, o]
         dw2[o, k] = acc
 
 
@@ -127,14 +115,29 @@ def _bias_grad_kernel(dy3, db):
         db[o] = total
 
 
+# ---- host side ----
+
+
+def conv2d_workspace_shapes(C, H, W, O, KH, KW, sh, sw, ph, pw):
+    """name -> WorkspaceSpec, no batch axis: cols (G, K, P) (forward and backward) and partial
+    (G, K, O) (backward) for chunks of G images, G as large as the budgets allow (at most
+    MAX_CHUNK)."""
+    OH, OW = conv2d_output_hw(H, W, KH, KW, sh, sw, ph, pw)
+    K = C * KH * KW
+    P = max(1, OH * OW)
+    G = max(1, min(MAX_CHUNK, COLS_ELEMENTS // (K * P), PARTIAL_ELEMENTS // (O * K)))
+    return {"cols": WorkspaceSpec((G, K, P), per_sample=False),
+            "partial": WorkspaceSpec((G, K, O), per_sample=False)}
+
+
 def _im2col(x, n0, count, cols, KH, KW, sh, sw, ph, pw, OW):
     blocks, threads = grid_1d(count * cols.shape[1] * cols.shape[2])
     _im2col_kernel[blocks, threads](x, n0, count, cols, KH, KW, sh, sw, ph, pw, OW)
 
 
-def conv2d_forward(x, w, b, cols, padded, y, sh, sw, ph, pw, relu):
-    """y = conv2d(x, w) + b (b may be None: no bias). cols: the (G, K, P) chunk workspace (padded:
-    not used).
+def conv2d_forward(x, w, b, y, sh, sw, ph, pw, relu, cols):
+    """y = conv2d(x, w) + b (b may be None: no bias), then y = max(y, 0) where relu. cols: the
+    (G, K, P) chunk workspace.
     Per chunk: im2col, one thread per column entry; the GEMM, grid (P/16, O/16, images)."""
     N = x.shape[0]
     O, C, KH, KW = w.shape
@@ -151,10 +154,10 @@ def conv2d_forward(x, w, b, cols, padded, y, sh, sw, ph, pw, relu):
         relu_forward(y.reshape(y.size), y.reshape(y.size))
 
 
-def conv2d_backward(x, w, y, dy, cols, padded, partial, product, dw, db, dx, sh, sw, ph, pw, relu):
+def conv2d_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, cols, partial):
     """dw, db (None: no bias) and dx (None: not wanted) of y = conv2d(x, w) + b, all written, not
     accumulated (the CPU kernel's contract); where relu, dy is first masked in place by y > 0 (one
-    pass here). padded and product are not used."""
+    pass here). cols as the forward's; partial: the (G, K, O) per-image weight-gradient sums."""
     if relu:
         relu_backward(y.reshape(y.size), dy.reshape(dy.size), dy.reshape(dy.size))
     N = x.shape[0]
@@ -169,7 +172,7 @@ def conv2d_backward(x, w, y, dy, cols, padded, partial, product, dw, db, dx, sh,
         count = min(G, N - n0)
         _im2col(x, n0, count, cols, KH, KW, sh, sw, ph, pw, OW)
         # partial[g] holds image g's product on the first chunk, and adds image n0 + g's after.
-        gemm(dy3[n0:n0 + count], cols[:count], partial[:count], trans_b=True, accumulate=n0 > 0)
+        gemm(cols[:count], dy3[n0:n0 + count], partial[:count], trans_b=True, accumulate=n0 > 0)
         if dx is not None:
             gemm(w3, dy3[n0:n0 + count], cols[:count], trans_a=True)
             blocks, threads = grid_1d(count * C * dx.shape[2] * dx.shape[3])

@@ -4,36 +4,14 @@ The three products are the tiled GEMM of gemm.py on 3-D views (a leading axis of
     forward          y (N, O)  = x (N, I) @ W.T (I, O) + b   (bias fused into the GEMM)
     backward input   dx (N, I) = dy (N, O) @ W (O, I)
     backward weight  dW (O, I) = dy.T (O, N) @ x (N, I)      (the batch is the reduction axis)
+No workspaces: the GEMM writes y's columns itself (the CPU's forward splits them into a scratch
+product) and the (out, in) tiles give the weight gradient its parallelism, with no partial sums.
 """
 
 from numba import cuda
 
 from .gemm import gemm
 from .launch import grid_1d
-
-
-def _as3(a):
-    """A (rows, cols) device array as (1, rows, cols): a view, no copy."""
-    return a.reshape(1, a.shape[0], a.shape[1])
-
-
-def dense_forward(x, w, b, y, scratch):
-    """y[n, o] = sum_i x[n, i] w[o, i] + b[o]. scratch (the CPU kernel's) is not used."""
-    gemm(_as3(x), _as3(w), _as3(y), bias=b, trans_b=True)
-
-
-def dense_forward_nobias(x, w, y, scratch):
-    gemm(_as3(x), _as3(w), _as3(y), trans_b=True)
-
-
-def dense_backward_input(dy, w, dx):
-    """dx[n, i] = sum_o dy[n, o] w[o, i]."""
-    gemm(_as3(dy), _as3(w), _as3(dx))
-
-
-def dense_backward_weight(x, dy, dw, partial):
-    """dw[o, i] = sum_n dy[n, o] x[n, i]; partial is not used (gemm.partial_sums_shape)."""
-    gemm(_as3(dy), _as3(x), _as3(dw), trans_a=True)
 
 
 @cuda.jit(cache=True)
@@ -46,6 +24,34 @@ def _bias_backward_kernel(dy, db):
         for n in range(dy.shape[0]):
             acc += dy[n, o]
         db[o] = acc
+
+
+# ---- host side ----
+
+
+def _as3(a):
+    """A (rows, cols) device array as (1, rows, cols): a view, no copy."""
+    return a.reshape(1, a.shape[0], a.shape[1])
+
+
+def dense_workspace_shapes(in_features, out_features):
+    """No workspaces on the GPU (see the module's docstring)."""
+    return {}
+
+
+def dense_forward(x, w, b, y):
+    """y[n, o] = sum_i x[n, i] w[o, i] + b[o] (b None: no bias)."""
+    gemm(_as3(x), _as3(w), _as3(y), bias=b, trans_b=True)
+
+
+def dense_backward_input(dy, w, dx):
+    """dx[n, i] = sum_o dy[n, o] w[o, i]."""
+    gemm(_as3(dy), _as3(w), _as3(dx))
+
+
+def dense_backward_weight(x, dy, dw):
+    """dw[o, i] = sum_n dy[n, o] x[n, i]."""
+    gemm(_as3(dy), _as3(x), _as3(dw), trans_a=True)
 
 
 def bias_backward(dy, db):

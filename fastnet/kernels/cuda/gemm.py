@@ -1,4 +1,5 @@
 """A tiled shared-memory GEMM, the one matrix product of the CUDA namespace (dense and convolution).
+(The CPU's products are kernels/cpu/matmul.py's matmul*, a plain c = a @ b; only CUDA has `gemm`.)
 
     c[z] = op(a[za]) @ op(b[zb])  (+ bias)  (+ c[z] when accumulating),   op = transpose or not
 
@@ -21,13 +22,6 @@ from numba import cuda
 
 TILE = 16
 TILE_PAD = TILE + 1   # a tile's row length in shared memory (a constant: shapes must be literal)
-
-
-def partial_sums_shape(out_shape):
-    """The `partial` workspace of dense_backward_weight: unused on the GPU, where the GEMM's
-    reduction axis is the batch itself (the (out, in) tiles give the parallelism), so one element
-    keeps the slot."""
-    return (1,)
 
 
 @cuda.jit(cache=True)
@@ -79,6 +73,9 @@ def _gemm_kernel(a, b, c, bias, trans_a, trans_b, bias_on_rows, accumulate):
         if accumulate:
             acc += c[z, i, j]
         c[z, i, j] = acc
+
+
+# ---- host side ----
 
 
 def gemm(a, b, c, bias=None, trans_a=False, trans_b=False, bias_on_rows=False, accumulate=False):

@@ -12,22 +12,6 @@ THREADS = 256           # most threads per block of the one-thread-per-item kern
 REDUCE_THREADS = 256    # most threads per block of a reduction: the size of its shared buffer
 
 
-def grid_1d(n, cap=THREADS):
-    """(blocks, threads_per_block) for n items, one thread each; at least one block, so that an
-    empty launch is still a valid one (its threads find nothing to do)."""
-    threads = max(WARP, min(cap, -(-n // WARP) * WARP))
-    return max(1, -(-n // threads)), threads
-
-
-def reduce_threads(n):
-    """Threads of a block that reduces n values: a power of two (the tree halves it each step),
-    between one warp and REDUCE_THREADS."""
-    threads = WARP
-    while threads < n and threads < REDUCE_THREADS:
-        threads *= 2
-    return threads
-
-
 @cuda.jit(device=True, cache=True)
 def block_sum(buf, t):
     """Sum buf[0 : blockDim.x] (blockDim.x a power of two) in shared memory; every thread gets the
@@ -42,6 +26,25 @@ def block_sum(buf, t):
     total = buf[0]
     cuda.syncthreads()            # everyone has read buf[0] before anyone writes buf again
     return total
+
+
+# ---- host side ----
+
+
+def grid_1d(n, cap=THREADS):
+    """(blocks, threads_per_block) for n items, one thread each; at least one block, so that an
+    empty launch is still a valid one (its threads find nothing to do)."""
+    threads = max(WARP, min(cap, -(-n // WARP) * WARP))
+    return max(1, -(-n // threads)), threads
+
+
+def reduce_threads(n):
+    """Threads of a block that reduces n values: a power of two (the tree halves it each step),
+    between one warp and REDUCE_THREADS."""
+    threads = WARP
+    while threads < n and threads < REDUCE_THREADS:
+        threads *= 2
+    return threads
 
 
 _results = {}

@@ -81,6 +81,14 @@ def _count_correct_kernel(scores, labels, out):
         out[0] = total
 
 
+# ---- host side ----
+
+
+def cross_entropy_workspace_shapes(classes):
+    """name -> per-sample shape: `probs`, one softmax row per sample (as the CPU's)."""
+    return {"probs": (classes,)}
+
+
 def cross_entropy_forward(logits, labels, probs):
     """probs = softmax(logits) row-wise; returns sum_n -log softmax(logits[n])[labels[n]] (a float).
     One block, up to 256 threads, each taking every T-th row."""
@@ -89,7 +97,7 @@ def cross_entropy_forward(logits, labels, probs):
     return float(fetch(result))
 
 
-def cross_entropy_backward(probs, labels, scale, dlogits):
+def cross_entropy_backward(labels, scale, dlogits, probs):
     """dlogits = scale * (probs - onehot(labels)). One thread per element."""
     blocks, threads = grid_1d(probs.size)
     _cross_entropy_backward_kernel[blocks, threads](probs, labels, probs.dtype.type(scale), dlogits)

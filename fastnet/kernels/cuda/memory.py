@@ -7,6 +7,8 @@ to the device directly (no bounce through an unpinned copy).
 import numpy as np
 from numba import cuda
 
+# ---- host side ----
+
 
 def zeros(shape, dtype):
     """A device buffer of zeros, copied from the host: buffers are made once, at compile time, and

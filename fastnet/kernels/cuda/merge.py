@@ -44,6 +44,9 @@ def _copy_channels_kernel(src, src_offset, dst, dst_offset, count, accumulate):
             dst[m, dst_offset + c, i] = src[m, src_offset + c, i]
 
 
+# ---- host side ----
+
+
 def add_forward(a, b, y):
     """y = a + b."""
     blocks, threads = grid_1d(y.size)

@@ -15,6 +15,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from ..workspace import WorkspaceSpec
 from .launch import REDUCE_THREADS, block_sum, grid_1d, reduce_threads
 
 
@@ -106,8 +107,17 @@ def _batchnorm_backward_kernel(x, dy, weight, save_mean, save_invstd, dx, dweigh
             dx[n, c, l] = k * (dy[n, c, l] - mdy - xhat * mdyx)
 
 
-def batchnorm_forward_train(x, weight, bias, eps, momentum, y, save_mean, save_invstd,
-                            running_mean, running_var):
+# ---- host side ----
+
+
+def batchnorm_workspace_shapes(channels):
+    """name -> WorkspaceSpec: the saved batch mean and inverse std, one per channel (as the CPU's)."""
+    return {"save_mean": WorkspaceSpec((channels,), per_sample=False),
+            "save_invstd": WorkspaceSpec((channels,), per_sample=False)}
+
+
+def batchnorm_forward_train(x, weight, bias, eps, momentum, y, running_mean, running_var,
+                            save_mean, save_invstd):
     """Normalise with batch statistics; write y, save_mean, save_invstd; update running_* in place.
     One block per channel, a power of two of threads (at most 256, fewer for few values)."""
     N, C, L = x.shape
@@ -123,7 +133,7 @@ def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, y):
                                                     np.float64(eps), y)
 
 
-def batchnorm_backward(x, dy, weight, save_mean, save_invstd, dx, dweight, dbias):
+def batchnorm_backward(x, dy, weight, dx, dweight, dbias, save_mean, save_invstd):
     """Training-mode backward: dx (unless None), dweight = sum(dy * xhat), dbias = sum(dy).
     One block per channel, as the training forward."""
     N, C, L = x.shape

@@ -1,14 +1,17 @@
 """Optimizer updates on the GPU over flat parameter arrays, one thread per element, with the
-arithmetic of kernels/cpu/optim.py (torch.optim's): every scalar is converted to the parameters'
-dtype on the host, as the CPU kernels convert theirs, and the step-dependent bias corrections come
-from the caller in float64.
+arithmetic of kernels/cpu/optim.py (torch.optim's): the element update is
+fastnet/kernels/elementwise.py's, shared with the CPU kernels; every scalar is converted to the
+parameters' dtype on the host, as the CPU kernels convert theirs, and the step-dependent bias
+corrections come from the caller in float64.
 """
-
-import math
 
 from numba import cuda
 
+from .. import elementwise
 from .launch import grid_1d
+
+_sgd_step = cuda.jit(device=True, cache=True)(elementwise.sgd_step)
+_adam_step = cuda.jit(device=True, cache=True)(elementwise.adam_step)
 
 
 @cuda.jit(cache=True)
@@ -16,19 +19,8 @@ def _sgd_kernel(p, g, buf, lr, momentum, damp, nesterov, weight_decay, use_momen
                 first_step):
     i = cuda.grid(1)
     if i < p.size:
-        d = g[i]
-        if use_decay:
-            d = d + weight_decay * p[i]
-        if use_momentum:
-            if first_step:
-                buf[i] = d
-            else:
-                buf[i] = momentum * buf[i] + damp * d
-            if nesterov:
-                d = d + momentum * buf[i]
-            else:
-                d = buf[i]
-        p[i] -= lr * d
+        _sgd_step(i, p, g, buf, lr, momentum, damp, weight_decay, use_momentum, use_decay, nesterov,
+                  first_step)
 
 
 @cuda.jit(cache=True)
@@ -36,16 +28,11 @@ def _adam_kernel(p, g, m, v, b1, b2, one, weight_decay, use_decay, decoupled, st
                  decay):
     i = cuda.grid(1)
     if i < p.size:
-        d = g[i]
-        if use_decay:
-            if decoupled:
-                p[i] *= decay                # AdamW: p *= 1 - lr wd before the step
-            else:
-                d = d + weight_decay * p[i]  # Adam: L2 added to the gradient
-        m[i] = b1 * m[i] + (one - b1) * d
-        v[i] = b2 * v[i] + (one - b2) * d * d
-        denom = math.sqrt(v[i]) / bc2 + eps
-        p[i] -= step_size * m[i] / denom
+        _adam_step(i, p, g, m, v, b1, b2, one, weight_decay, use_decay, decoupled, step_size, bc2, eps,
+                   decay)
+
+
+# ---- host side ----
 
 
 def sgd_update(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first_step):

@@ -18,7 +18,14 @@ import math
 import numpy as np
 from numba import cuda
 
+from .. import elementwise
+from ..shapes import pool2d_output_hw
+from ..workspace import WorkspaceSpec
 from .launch import grid_1d
+
+# window bounds along one axis (elementwise.py, shared with the CPU kernels)
+_window = cuda.jit(device=True, cache=True)(elementwise.window_bounds)
+_covering = cuda.jit(device=True, cache=True)(elementwise.windows_covering)
 
 
 @cuda.jit(cache=True)
@@ -32,12 +39,8 @@ def _maxpool_forward_kernel(x, y, argmax, kh, kw, sh, sw, ph, pw):
         oh = (idx // OW) % OH
         c = (idx // (OW * OH)) % C
         n = idx // (OW * OH * C)
-        h0 = oh * sh - ph
-        hs = max(h0, 0)
-        he = min(h0 + kh, H)
-        w0 = ow * sw - pw
-        ws = max(w0, 0)
-        we = min(w0 + kw, W)
+        hs, he = _window(oh, sh, ph, kh, H)
+        ws, we = _window(ow, sw, pw, kw, W)
         best = x.dtype.type(-math.inf)      # typed: compare in the data's dtype
         besti = hs * W + ws                  # PyTorch's starting index: the first real pixel
         for h in range(hs, he):
@@ -84,11 +87,11 @@ def _avgpool_forward_kernel(x, y, kh, kw, sh, sw, ph, pw, inv):
         oh = (idx // OW) % OH
         c = (idx // (OW * OH)) % C
         n = idx // (OW * OH * C)
-        h0 = oh * sh - ph
-        w0 = ow * sw - pw
+        hs, he = _window(oh, sh, ph, kh, H)
+        ws, we = _window(ow, sw, pw, kw, W)
         acc = x.dtype.type(0)
-        for h in range(max(h0, 0), min(h0 + kh, H)):
-            for w in range(max(w0, 0), min(w0 + kw, W)):
+        for h in range(hs, he):
+            for w in range(ws, we):
                 acc += x[n, c, h, w]
         y[n, c, oh, ow] = acc * inv
 
@@ -104,12 +107,8 @@ def _avgpool_backward_kernel(dy, dx, kh, kw, sh, sw, ph, pw, inv):
         h = (idx // W) % H
         c = (idx // (W * H)) % C
         n = idx // (W * H * C)
-        # The windows covering (h, w): oh*sh - ph <= h <= oh*sh - ph + kh - 1, i.e.
-        # ceil((h + ph - kh + 1) / sh) <= oh <= floor((h + ph) / sh), within 0 .. OH - 1.
-        oh_lo = max(0, (h + ph - kh + sh) // sh)
-        oh_hi = min(OH, (h + ph) // sh + 1)
-        ow_lo = max(0, (w + pw - kw + sw) // sw)
-        ow_hi = min(OW, (w + pw) // sw + 1)
+        oh_lo, oh_hi = _covering(h, sh, ph, kh, OH)      # the windows that hold (h, w)
+        ow_lo, ow_hi = _covering(w, sw, pw, kw, OW)
         acc = dx.dtype.type(0)
         for oh in range(oh_lo, oh_hi):
             for ow in range(ow_lo, ow_hi):
@@ -143,13 +142,21 @@ def _global_avgpool_backward_kernel(dy, dx, inv):
         dx[n, c, h, w] = dy[n, c] * inv
 
 
-def maxpool2d_forward(x, y, argmax, kh, kw, sh, sw, ph, pw):
+# ---- host side ----
+
+
+def maxpool2d_workspace_shapes(C, H, W, kh, kw, sh, sw, ph, pw):
+    """name -> WorkspaceSpec: `argmax`, per sample, int32, shaped like the output (as the CPU's)."""
+    return {"argmax": WorkspaceSpec((C, *pool2d_output_hw(H, W, kh, kw, sh, sw, ph, pw)), np.int32)}
+
+
+def maxpool2d_forward(x, y, kh, kw, sh, sw, ph, pw, argmax):
     """y = max over each window, argmax = flat index of its pixel in the plane. One thread per output."""
     blocks, threads = grid_1d(y.size)
     _maxpool_forward_kernel[blocks, threads](x, y, argmax, kh, kw, sh, sw, ph, pw)
 
 
-def maxpool2d_backward(dy, argmax, dx, kh, kw, sh, sw, ph, pw):
+def maxpool2d_backward(dy, dx, kh, kw, sh, sw, ph, pw, argmax):
     """dx = 0, then dx[n, c, argmax[n, c, oh, ow]] += dy[n, c, oh, ow]. One thread per element of dx
     (zeroing), then one per element of dy (atomic adds); argmax alone says where, so the window
     geometry (which the CPU kernel uses to write the tiled 2x2 case in one pass) is not needed."""
