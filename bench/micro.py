@@ -1,11 +1,14 @@
 """pytest-benchmark micro-benchmarks of the hot CPU kernels at the shapes of cnn() and lenet5().
 
-Not part of the default test run (testpaths is tests/, and addopts skips benchmarks). Run:
+Never collected by a plain `pytest` (testpaths is tests/, and this file's name does not match
+test_*.py; addopts skips benchmarks anyway). Run it by naming it, with --benchmark-only (which
+overrides the --benchmark-skip in addopts):
 
-    python -m pytest bench/test_kernel_speed.py -o addopts="" --benchmark-columns=median,iqr,ops
+    python -m pytest bench/micro.py --benchmark-only --benchmark-columns=median,iqr,ops
 
 Batch 64, float32, Numba's default threads. Each case runs the kernel on buffers allocated here,
-as the compiled model's plan would hand them over.
+the workspaces from the ops' workspace_shapes, as the compiled model's plan would hand them over.
+What the figures decided is written down in bench/NOTES.md.
 """
 
 import numpy as np
@@ -13,8 +16,8 @@ import pytest
 
 import fastnet  # noqa: F401  (one pool of threads: fastnet/threads.py)
 from fastnet.kernels import cpu as k
-from fastnet.kernels.cpu.conv import conv2d_output_hw, conv2d_workspace_shapes
-from fastnet.kernels.cpu.gemm import partial_sums_shape
+from fastnet.kernels.shapes import conv2d_output_hw
+from fastnet.kernels.workspace import allocate
 
 N = 64
 # name: (C, H, W, O, kernel, stride, padding)
@@ -31,36 +34,33 @@ POOLS = {"cnn.pool1": (32, 28, 28), "cnn.pool2": (64, 14, 14), "lenet5.pool1": (
 def conv_buffers(C, H, W, O, kernel, stride, padding):
     rng = np.random.default_rng(0)
     OH, OW = conv2d_output_hw(H, W, kernel, kernel, stride, stride, padding, padding)
-    shapes = conv2d_workspace_shapes(C, H, W, O, kernel, kernel, stride, stride, padding, padding)
+    shapes = k.conv2d_workspace_shapes(C, H, W, O, kernel, kernel, stride, stride, padding, padding)
     return dict(
         x=rng.random((N, C, H, W), dtype=np.float32),
         w=rng.random((O, C, kernel, kernel), dtype=np.float32),
         b=rng.random(O, dtype=np.float32),
-        cols=np.zeros(shapes["cols"], np.float32),
-        padded=np.zeros(shapes["padded"], np.float32),
-        product=np.zeros(shapes["product"], np.float32),
         y=np.zeros((N, O, OH, OW), np.float32),
         dy=rng.random((N, O, OH, OW), dtype=np.float32),
         dw=np.zeros((O, C, kernel, kernel), np.float32),
         db=np.zeros(O, np.float32),
         dx=np.zeros((N, C, H, W), np.float32),
-        partial=np.zeros(shapes["partial"], np.float32),
         geometry=(stride, stride, padding, padding),
+        workspaces=allocate(np.zeros, shapes, N, np.float32),
     )
 
 
 @pytest.mark.parametrize("name", CONVS)
 def test_conv2d_forward(benchmark, name):
     a = conv_buffers(*CONVS[name])
-    benchmark(k.conv2d_forward, a["x"], a["w"], a["b"], a["cols"], a["padded"], a["y"], *a["geometry"],
-              False)
+    benchmark(k.conv2d_forward, a["x"], a["w"], a["b"], a["y"], *a["geometry"], False,
+              **a["workspaces"].for_kernel(k.conv2d_forward, N))
 
 
 @pytest.mark.parametrize("name", CONVS)
 def test_conv2d_backward(benchmark, name):
     a = conv_buffers(*CONVS[name])
-    benchmark(k.conv2d_backward, a["x"], a["w"], a["y"], a["dy"], a["cols"], a["padded"], a["partial"],
-              a["product"], a["dw"], a["db"], a["dx"], *a["geometry"], False)
+    benchmark(k.conv2d_backward, a["x"], a["w"], a["y"], a["dy"], a["dw"], a["db"], a["dx"], *a["geometry"],
+              False, **a["workspaces"].for_kernel(k.conv2d_backward, N))
 
 
 @pytest.mark.parametrize("name", POOLS)
@@ -75,8 +75,8 @@ def test_pool2d_forward_backward(benchmark, name, kind):
         argmax = np.zeros(y.shape, np.int32)
 
         def step():
-            k.maxpool2d_forward(x, y, argmax, 2, 2, 2, 2, 0, 0)
-            k.maxpool2d_backward(y, argmax, dx, 2, 2, 2, 2, 0, 0)
+            k.maxpool2d_forward(x, y, 2, 2, 2, 2, 0, 0, argmax)
+            k.maxpool2d_backward(y, dx, 2, 2, 2, 2, 0, 0, argmax)
     else:
         def step():
             k.avgpool2d_forward(x, y, 2, 2, 2, 2, 0, 0)
@@ -93,11 +93,11 @@ def test_dense_forward_backward(benchmark, shape):
     b = rng.random(out, dtype=np.float32)
     y, dy = np.zeros((N, out), np.float32), rng.random((N, out), dtype=np.float32)
     dw, db, dx = np.zeros_like(w), np.zeros_like(b), np.zeros_like(x)
-    partial = np.zeros(partial_sums_shape(w.shape), np.float32)
+    ws = allocate(np.zeros, k.dense_workspace_shapes(features, out), N, np.float32)
 
     def step():
-        k.dense_forward(x, w, b, y, np.empty_like(y))
-        k.dense_backward_weight(x, dy, dw, partial)
+        k.dense_forward(x, w, b, y, **ws.for_kernel(k.dense_forward, N))
+        k.dense_backward_weight(x, dy, dw, **ws.for_kernel(k.dense_backward_weight, N))
         k.bias_backward(dy, db)
         k.dense_backward_input(dy, w, dx)
     benchmark(step)
@@ -112,7 +112,7 @@ def test_softmax_cross_entropy_forward_backward(benchmark, batch):
 
     def step():
         k.cross_entropy_forward(logits, labels, probs)
-        k.cross_entropy_backward(probs, labels, 1.0 / batch, dlogits)
+        k.cross_entropy_backward(labels, 1.0 / batch, dlogits, probs)
     benchmark(step)
 
 
