@@ -154,9 +154,10 @@ def check_layer(net, input_shape=None, batch=2, *, device="cpu", dtype="float64"
     torch_net(torch.nn) -> a module (or a list: nn.Sequential of them) whose state_dict names are
     the model's; where None, no parity check. gradcheck: run (a) (float64 only), along
     `directions` random directions per array on CUDA; eps/rtol/atol are its step and tolerances.
-    exact: the CPU and CUDA agree bit for bit (all but the loss). without_input_grad: run that check (default: on the
-    CPU only; a backward costs seconds on the simulator). Returns {"model", "checked": parameters gradient-checked or
-    None, "observed": what observe() saw}."""
+    exact: the CPU and CUDA agree bit for bit (all but the loss). without_input_grad: run that
+    check (default: on the CPU only; a backward costs seconds on the simulator). Returns
+    {"model", "checked": how many parameters were gradient-checked (None: not run), "observed":
+    what observe() saw}."""
     if device == "cuda":
         pytest.importorskip("numba.cuda")
     model = build(net, input_shape, batch, device, dtype, loss, seed)

@@ -109,7 +109,7 @@ def test_conv2d_initialisation_follows_pytorch_bounds():
 
 # -- the ReLU fused into the convolution ---------------------------------------------------------
 
-FUSED_CUDA = ((2, 4, 4), 3, 3, 1, 1)
+FUSED_CUDA = ((1, 4, 4), 2, 3, 1, 1)
 
 @pytest.mark.parametrize("geometry, device, dtype",
                          grid(GEOMETRIES[1:4] + [FUSED_CUDA], cuda=(3,), ids=geometry_id, dtypes=["float64"]))
