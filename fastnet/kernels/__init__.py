@@ -1,4 +1,7 @@
-"""Kernel namespaces, one per device, with the same function names and arguments."""
+"""Kernel namespaces, one per device (cpu/, cuda/), with the same function names and arguments
+but for the workspaces each device's kernels take by name (workspace.py). The math both devices
+share sits beside them, written once: output sizes (shapes.py) and the per-element pieces each
+device compiles (elementwise.py). cpu/ and cuda/ never import each other."""
 
 import importlib
 

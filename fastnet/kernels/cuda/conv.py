@@ -85,13 +85,14 @@ def _col2im_kernel(dcols, n0, count, dx, KH, KW, sh, sw, ph, pw, OH, OW):
 
 @cuda.jit(cache=True)
 def _sum_partials_kernel(partial, count, dw2):
-    """dw2[o, k] = sum_{g < count} partial[g, k, o], g ascending: one thread per weight."""
+    """dw2[o, k] = sum_{g < count} partial[g, k, o], g ascending: one thread per weight, adjacent
+    threads adjacent o (the reads of partial coalesced; each thread writes once)."""
     O = dw2.shape[0]
     K = dw2.shape[1]
     idx = cuda.grid(1)
     if idx < O * K:
-        o = idx // K
-        k = idx - o * K
+        k = idx // O
+        o = idx - k * O
         acc = partial[0, k, o]
         for g in range(1, count):
             acc += partial[g, k, o]
