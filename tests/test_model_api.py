@@ -100,7 +100,7 @@ def test_train_step_allocates_no_arrays(network):
     where each array argument costs one small record when unboxed. A kernel that allocated a
     buffer would add more records than the arrays it was handed."""
     script = textwrap.dedent("""
-        import tracemalloc, numpy as np, fastnet as fn
+        import functools, tracemalloc, numpy as np, fastnet as fn
         from numba.core.runtime import rtsys
 """) + textwrap.dedent(network) + textwrap.dedent("""
         x = np.random.rand(128, 1, 8, 8).astype(np.float32); y = np.arange(128) % 10
@@ -109,9 +109,10 @@ def test_train_step_allocates_no_arrays(network):
         class Counting:
             def __getattr__(self, name):
                 kernel = getattr(real, name)
-                def call(*args):
-                    arrays[0] += sum(isinstance(a, np.ndarray) for a in args)
-                    return kernel(*args)
+                @functools.wraps(kernel)     # layers read a kernel's workspace parameter names
+                def call(*args, **workspaces):
+                    arrays[0] += sum(isinstance(a, np.ndarray) for a in (*args, *workspaces.values()))
+                    return kernel(*args, **workspaces)
                 return call
         model.k = Counting()
         before = rtsys.get_allocation_stats().alloc
