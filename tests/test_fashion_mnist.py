@@ -62,9 +62,10 @@ def test_fastnet_train_defaults_reach_91_percent_and_eval_agrees(fashion, tmp_pa
     assert json.loads(evaluated.stdout)["accuracy"] == metrics["test_accuracy"]
 
 
-# Measured on the 2-core CI machine: 0.9225 after 5 epochs at batch 32 (Adam 2e-3, cosine: the
-# defaults); 0.917-0.918 after 4 epochs at batch 64 with Adam or SGD + momentum. About 4.5 minutes.
-RESNET8_RECIPE = ["--epochs", "5", "--batch-size", "32"]
+# 5 epochs at batch 32 (Adam 2e-3, cosine: the defaults) gave 0.9225-0.9231 on one 2-core CI machine
+# and 0.9198 on another (AVX-512 OpenBLAS kernels: the same seeded run, other rounding), too close
+# to the goal; 6 epochs gave 0.9245 on the second. About 5.5 minutes uncontended.
+RESNET8_RECIPE = ["--epochs", "6", "--batch-size", "32"]
 
 
 def test_fastnet_train_resnet8_reaches_92_percent(fashion, tmp_path):
