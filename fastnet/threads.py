@@ -8,7 +8,7 @@ multi-threaded, each busy-waits after its work on the cores the other needs next
 machine the `cnn` step ran 3x slower than with one pool, and how much slower depended on which
 library loaded OpenMP first (importing torch before fastnet made it far worse). So fastnet limits
 SciPy's OpenBLAS to one thread and splits the large products over Numba's threads itself
-(kernels/cpu/gemm.py). NumPy's own BLAS, which fastnet does not use, is left alone.
+(kernels/cpu/matmul.py). NumPy's own BLAS, which fastnet does not use, is left alone.
 """
 
 import functools

@@ -20,8 +20,8 @@ import zlib
 
 import numpy as np
 
-from fastnet.atomic import atomic_write
-from fastnet.errors import DataError
+from ..atomic import atomic_write
+from ..errors import DataError
 
 # Type code -> big-endian dtype, as the IDX format defines them.
 _DTYPES = {

@@ -34,7 +34,9 @@ compiled batch size (a smaller last batch gets views of the same buffers).
   (sharing one layer between places is refused), so there is nothing to add to, and
   np.dot(a, b, out) has no beta.
 
-`k` is the kernel namespace (fastnet.kernels.cpu): layers call kernels only through it.
+`k` is the kernel namespace (fastnet.kernels.cpu or .cuda): layers call kernels only through it.
+What is the same on every device they import directly: output sizes (fastnet/kernels/shapes.py)
+and the workspace types (fastnet/kernels/workspace.py).
 """
 
 import inspect

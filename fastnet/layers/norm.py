@@ -19,8 +19,8 @@ The kernels see every input as (N, C, L): the layer passes reshaped views (no co
 """
 
 
-from fastnet.errors import ShapeError
-from fastnet.layers.base import Layer
+from ..errors import ShapeError
+from .base import Layer
 
 
 def _view3(a, n, c, length):

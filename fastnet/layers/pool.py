@@ -10,9 +10,9 @@ GlobalAvgPool2D maps (C, H, W) to (C,) (Keras' GlobalAveragePooling2D; the same 
 PyTorch's adaptive_avg_pool2d(x, 1) followed by a flatten).
 """
 
-from fastnet.errors import ShapeError
-from fastnet.kernels.shapes import pool2d_output_hw
-from fastnet.layers.base import Layer, int_pair
+from ..errors import ShapeError
+from ..kernels.shapes import pool2d_output_hw
+from .base import Layer, int_pair
 
 
 class _Pool2D(Layer):
