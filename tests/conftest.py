@@ -2,7 +2,8 @@ import os
 import subprocess
 import sys
 
-# tests/gradcheck.py and tests/layers/harness.py are helper modules shared by the test files.
+# tests/gradcheck.py, tests/cuda_helpers.py and tests/layers/harness.py are helper modules shared
+# by the test files.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "layers"))
 sys.path.insert(0, os.path.dirname(__file__))
 

@@ -11,11 +11,11 @@ import sys
 import numpy as np
 import pytest
 from conftest import GPU
+from cuda_helpers import CUDA_WARNINGS
 
 import fastnet as fn
 
-pytestmark = [pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
-              pytest.mark.filterwarnings("ignore:Grid size")]
+pytestmark = CUDA_WARNINGS
 
 RTOL, ATOL = 1e-5, 1e-6   # float32: the GPU sums in another order
 

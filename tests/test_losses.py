@@ -1,12 +1,16 @@
 """The losses, through models: cross-entropy (softmax fused in, mean over the batch) and MSE (mean
 over elements): gradient checks, PyTorch parity, CPU-vs-CUDA agreement of the loss, its gradient
-and the accuracy (ties: the first maximum is the prediction, as numpy.argmax)."""
+and the accuracy (ties: the first maximum is the prediction, as numpy.argmax); then the CUDA loss
+kernels' return values."""
 
 import numpy as np
 import pytest
-from harness import CUDA_WARNINGS, build, check_layer
+from cuda_helpers import CUDA_WARNINGS, close, dev, empty, randn
+from harness import build, check_layer
 
 import fastnet as fn
+import fastnet.kernels.cpu as kc
+import fastnet.kernels.cuda as kg
 
 pytestmark = CUDA_WARNINGS
 
@@ -50,3 +54,29 @@ def test_mse_of_many_elements(device):
     model = build(fn.Flatten, (37,), 1, device=device, dtype="float32")
     assert model.evaluate(np.ones((1, 37)), np.zeros((1, 37)))["accuracy"] is None
     check_layer(fn.Flatten, (37,), 1, device=device, dtype="float32", torch_net=lambda nn: [nn.Flatten()])
+
+
+# -- the kernels themselves (fastnet.kernels.cpu / .cuda) ------------------------------------------
+
+def test_loss_kernels_on_cuda_return_python_numbers():
+    # What the model adds up and reports: each loss a Python float, count_correct a Python int;
+    # mse's sum the CPU's to 1e-12 in float32 (both add in float64), where a model's loss is
+    # compared within the dtype's tolerance.
+    rng = np.random.default_rng(14)
+    dtype = np.float32
+    pred, target = randn(rng, 37, dtype), randn(rng, 37, dtype)
+    total = kc.mse_forward(pred, target)
+    totalg = kg.mse_forward(dev(pred), dev(target))
+    assert isinstance(totalg, float)
+    np.testing.assert_allclose(totalg, total, rtol=1e-12)
+    dpred = np.empty_like(pred)
+    kc.mse_backward(pred, target, 1.0 / 37, dpred)
+    dpredg = empty(pred.shape, dtype)
+    kg.mse_backward(dev(pred), dev(target), 1.0 / 37, dpredg)
+    close(dpredg, dpred, dtype)
+    logits, labels = randn(rng, (6, 4), dtype) * 3, rng.integers(0, 4, 6).astype(np.int64)
+    loss = kg.cross_entropy_forward(dev(logits), dev(labels), empty(logits.shape, dtype))
+    assert isinstance(loss, float)
+    np.testing.assert_allclose(loss, kc.cross_entropy_forward(logits, labels, np.empty_like(logits)), rtol=1e-5)
+    correct = kg.count_correct(dev(logits), dev(labels))
+    assert isinstance(correct, int) and correct == kc.count_correct(logits, labels)

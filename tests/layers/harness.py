@@ -34,12 +34,6 @@ DEVICES = ("cpu", "cuda")
 PARITY_TOL = {"float64": 1e-10, "float32": 2e-5}
 AGREEMENT_TOL = {"float64": 1e-11, "float32": 1e-5}
 
-# The simulator's splitmix64 runs on NumPy uint64 scalars, whose wrap-around (intended) warns; on a
-# GPU, numba-cuda warns that these tiny launches leave most of it idle.
-CUDA_WARNINGS = [pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
-                 pytest.mark.filterwarnings("ignore:Grid size")]
-
-
 def grid(cases, cuda=(), ids=None, dtypes=DTYPES):
     """pytest parameters (case, device, dtype): every case on the CPU, the cases whose index is in
     `cuda` (tiny shapes: the simulator runs every GPU thread in Python) on CUDA too, each in every

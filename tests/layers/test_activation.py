@@ -4,8 +4,9 @@ with every activation; and a wrong backward, which the gradient check must catch
 
 import numpy as np
 import pytest
+from cuda_helpers import CUDA_WARNINGS
 from gradcheck import check_gradients
-from harness import CUDA_WARNINGS, build, check_layer, grid
+from harness import build, check_layer, grid
 
 import fastnet as fn
 

@@ -1,12 +1,18 @@
 """Conv2D: gradient checks over many geometries, PyTorch parity (nn.Conv2d), CPU-vs-CUDA agreement,
-the ReLU the plan fuses into it, compile-time shape errors and PyTorch's initialisation bounds."""
+the ReLU the plan fuses into it, compile-time shape errors and PyTorch's initialisation bounds; then
+the CUDA kernels against the CPU's over several chunks of images, which a layer reaches only on
+batches too large for the simulator."""
 
 import numpy as np
 import pytest
+from cuda_helpers import CUDA_WARNINGS, close, dev, empty, randn
 from gradcheck import check_gradients
-from harness import CUDA_WARNINGS, check_layer, grid
+from harness import check_layer, grid
 
 import fastnet as fn
+import fastnet.kernels.cpu as kc
+import fastnet.kernels.cuda as kg
+from fastnet.kernels.workspace import allocate
 
 pytestmark = CUDA_WARNINGS
 
@@ -155,3 +161,47 @@ def test_relu_is_not_fused_when_the_convolution_output_has_another_reader():
     assert model.plan.fused_from == {}
     rng = np.random.default_rng(5)
     assert check_gradients(model, rng.normal(size=(3, 2, 5, 5)), np.array([0, 1, 1])) == 6
+
+
+# -- the kernels themselves (fastnet.kernels.cpu / .cuda) ------------------------------------------
+
+def _conv_case(rng, dtype, N, C, H, W, O, KH, KW, sh, sw, ph, pw, bias, want_dx, chunk=None, relu=False):
+    OH, OW = (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
+    x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (O, C, KH, KW), dtype)
+    b = randn(rng, O, dtype) if bias else None
+    dy = randn(rng, (N, O, OH, OW), dtype)
+    geometry = (sh, sw, ph, pw)
+
+    cpu_ws = allocate(np.empty, kc.conv2d_workspace_shapes(C, H, W, O, KH, KW, *geometry), N, dtype)
+    y = np.empty((N, O, OH, OW), dtype)
+    kc.conv2d_forward(x, w, b, y, *geometry, relu, cols=cpu_ws["cols"], padded=cpu_ws["padded"])
+    dw, db = np.empty_like(w), (np.empty(O, dtype) if bias else None)
+    dx = np.empty_like(x) if want_dx else None
+    # (a fused ReLU masks dy in place: each device gets its own copy)
+    kc.conv2d_backward(x, w, y, dy.copy(), dw, db, dx, *geometry, relu, **cpu_ws)
+
+    shapes = {name: spec.shape for name, spec in kg.conv2d_workspace_shapes(C, H, W, O, KH, KW, *geometry).items()}
+    if chunk is not None:               # fewer images per chunk than the batch: several chunks
+        shapes["cols"] = (chunk, *shapes["cols"][1:])
+        shapes["partial"] = (chunk, *shapes["partial"][1:])
+    ws = {k: empty(s, dtype) for k, s in shapes.items()}
+    yg = empty(y.shape, dtype)
+    kg.conv2d_forward(dev(x), dev(w), dev(b) if bias else None, yg, *geometry, relu, cols=ws["cols"])
+    close(yg, y, dtype)
+    dwg = empty(w.shape, dtype)
+    dbg = empty(O, dtype) if bias else None
+    dxg = empty(x.shape, dtype) if want_dx else None
+    kg.conv2d_backward(dev(x), dev(w), yg, dev(dy), dwg, dbg, dxg, *geometry, relu, **ws)
+    close(dwg, dw, dtype)
+    if bias:
+        close(dbg, db, dtype)
+    if want_dx:
+        close(dxg, dx, dtype)
+
+
+def test_conv_several_chunks_float64():
+    # 3 images in chunks of 2: the weight gradient adds the second chunk into the first's partials.
+    # At sizes the simulator can run, a layer's workspace holds a chunk of up to 256 images: only
+    # the kernel given smaller cols/partial workspaces reaches several chunks.
+    _conv_case(np.random.default_rng(5), np.float64, N=3, C=2, H=4, W=4, O=3, KH=2, KW=2,
+               sh=1, sw=1, ph=0, pw=0, bias=True, want_dx=True, chunk=2)

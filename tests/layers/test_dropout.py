@@ -1,12 +1,16 @@
 """Dropout: gradient checks through the mask of the step, the mask itself (kept fraction, scaling,
 a new mask each step, identity in evaluation), and CPU and CUDA drawing the same mask bit for bit
-(a counter-based generator: the same seed, step and element give the same draw on every device)."""
+(a counter-based generator: the same seed, step and element give the same draw on every device);
+then the kernels themselves: the mask at large counters, and the copy kernel."""
 
 import numpy as np
 import pytest
-from harness import CUDA_WARNINGS, build, check_layer, grid
+from cuda_helpers import CUDA_WARNINGS, dev, empty, randn, same
+from harness import build, check_layer, grid
 
 import fastnet as fn
+import fastnet.kernels.cpu as kc
+import fastnet.kernels.cuda as kg
 
 pytestmark = CUDA_WARNINGS
 
@@ -40,3 +44,35 @@ def test_dropout_mask_changes_with_the_step_and_scales_kept_values(device):
     model.train_step(x, np.zeros((2, features)))
     assert not np.array_equal(model.forward(x, train=True), first)
     np.testing.assert_array_equal(model.forward(x, train=False), x)  # identity in eval
+
+
+# -- the kernels themselves (fastnet.kernels.cpu / .cuda) ------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_mask_is_the_cpus_bit_for_bit(dtype):
+    # Kernel against kernel at a seed above any slot's and the counters of step 7 (bits above 32
+    # set), where test_dropout_alone_is_the_same_on_both_devices compares the devices at step 0.
+    rng = np.random.default_rng(12)
+    x, dy = randn(rng, 64, dtype), randn(rng, 64, dtype)
+    p, seed, offset = 0.3, 2**62 + 12345, 7 * 2**32 + 5   # slot seeds are < 2**62
+    mask, y = np.empty_like(x), np.empty_like(x)
+    kc.dropout_forward(x, p, seed, offset, y, mask)
+    maskg, yg = empty(x.shape, dtype), empty(x.shape, dtype)
+    kg.dropout_forward(dev(x), p, seed, offset, yg, maskg)
+    same(maskg, mask)
+    same(yg, y)
+    assert 0 < np.count_nonzero(mask) < x.size
+    dx = np.empty_like(x)
+    kc.dropout_backward(dy, dx, mask)
+    dxg = empty(x.shape, dtype)
+    kg.dropout_backward(dev(dy), dxg, maskg)
+    same(dxg, dx)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_copy_forward_cuda_is_an_exact_copy(dtype):
+    # The copy kernel behind Dropout in evaluation and at p=0 (Flatten and Add use it too).
+    x = randn(np.random.default_rng(10), 50, dtype) * 4
+    yg = empty(x.shape, dtype)
+    kg.copy_forward(dev(x), yg)
+    same(yg, x)

@@ -1,15 +1,19 @@
 """Add, Concat and Slice, the graph layers, in small fn.Graph networks: gradient checks (a tensor
 read by several layers gets the sum of their gradients), PyTorch parity (+, torch.cat,
 torch.split) and CPU-vs-CUDA agreement (the Tanh and Sigmoid around them round differently on a
-GPU, so within the dtype's tolerance).
+GPU, so within the dtype's tolerance); then the kernels themselves, CUDA against the CPU bit for bit.
 
 Whole graphs with parameters (fan-out into convolutions, residual blocks, resnet8) are in
 tests/test_graph.py and tests/test_torch_parity.py."""
 
+import numpy as np
 import pytest
-from harness import CUDA_WARNINGS, check_layer, grid
+from cuda_helpers import CUDA_WARNINGS, dev, empty, randn, same
+from harness import check_layer, grid
 
 import fastnet as fn
+import fastnet.kernels.cpu as kc
+import fastnet.kernels.cuda as kg
 
 pytestmark = CUDA_WARNINGS
 
@@ -93,3 +97,33 @@ def test_merge(case, device, dtype):
 
 def test_merge_in_a_smaller_last_batch():
     check_layer(slice_net, None, 3, rows=2, torch_net=torch_function(torch_slice))
+
+
+# -- the kernels themselves (fastnet.kernels.cpu / .cuda) ------------------------------------------
+
+def test_merge_kernels():
+    # Kernel against kernel, bit for bit (test_merge compares the devices within tolerance: the
+    # Tanh and Sigmoid around the layers round differently), and fill, which Slice's backward and
+    # the model's gradient buffers use.
+    rng = np.random.default_rng(18)
+    dtype = np.float32
+    a, b = randn(rng, 30, dtype), randn(rng, 30, dtype)
+    y = np.empty_like(a)
+    kc.add_forward(a, b, y)
+    yg = empty(a.shape, dtype)
+    kg.add_forward(dev(a), dev(b), yg)
+    same(yg, y)
+    kc.accumulate(y, b)
+    kg.accumulate(yg, dev(b))
+    same(yg, y)
+    kc.fill(y, 0.25)
+    kg.fill(yg, 0.25)
+    same(yg, y)
+    src = randn(rng, (2, 3, 4), dtype)
+    dst0 = randn(rng, (2, 5, 4), dtype)
+    for accumulate in (False, True):
+        dst = dst0.copy()
+        kc.copy_channels(src, 1, dst, 2, 2, accumulate)
+        dstg = dev(dst0)
+        kg.copy_channels(dev(src), 1, dstg, 2, 2, accumulate)
+        same(dstg, dst)

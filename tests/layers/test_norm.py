@@ -1,12 +1,16 @@
 """BatchNorm1D and BatchNorm2D: gradient checks, PyTorch parity (batch statistics in training, the
 running statistics with momentum and the unbiased variance, evaluation with them), CPU-vs-CUDA
-agreement, and the layer's contract (names, initialisation, errors)."""
+agreement, and the layer's contract (names, initialisation, errors); then the kernels themselves:
+one value per channel, and CUDA against the CPU with the saved statistics."""
 
 import numpy as np
 import pytest
-from harness import CUDA_WARNINGS, PARITY_TOL, assert_close, build, check_layer, grid, varied
+from cuda_helpers import CUDA_WARNINGS, close, dev, empty, randn
+from harness import PARITY_TOL, assert_close, build, check_layer, grid, varied
 
 import fastnet as fn
+import fastnet.kernels.cpu as kc
+import fastnet.kernels.cuda as kg
 
 pytestmark = CUDA_WARNINGS
 
@@ -137,3 +141,54 @@ def test_batchnorm_argument_errors():
         fn.BatchNorm2D(eps=0)
     with pytest.raises(fn.ShapeError):
         fn.BatchNorm1D(momentum=None)
+
+
+# -- the kernels themselves (fastnet.kernels.cpu / .cuda) ------------------------------------------
+
+def test_batchnorm_kernel_single_value_does_not_divide_by_zero():
+    # One value per channel (M == 1): the layer refuses to train on it (see
+    # test_batchnorm_with_one_value_per_channel); the kernel itself must still not divide by M - 1
+    # in the unbiased running variance.
+    x = np.array([[[2.0]]])                            # (1, 1, 1)
+    rm, rv = np.zeros(1), np.ones(1)
+    y, mean, inv = np.full_like(x, np.nan), np.full(1, np.nan), np.full(1, np.nan)
+    kc.batchnorm_forward_train(x, np.ones(1), np.zeros(1), 1e-5, 0.1, y, rm, rv, mean, inv)
+    assert np.isfinite(rv).all() and rv[0] == pytest.approx(0.9)
+    assert y[0, 0, 0] == 0
+
+
+@pytest.mark.parametrize("dtype,shape", [(np.float32, (2, 3, 12)), (np.float64, (2, 2, 9)),
+                                         (np.float32, (5, 2, 1))])
+def test_batchnorm_cuda_kernels_match_the_cpus(dtype, shape):
+    # Kernel against kernel: the saved batch statistics (the save_mean/save_invstd workspaces) too,
+    # and the backward without an input gradient on CUDA, which a layer test runs on the CPU only.
+    rng = np.random.default_rng(9)
+    N, C, L = shape
+    x = (randn(rng, shape, dtype) * 3 + 2).astype(dtype)
+    dy = randn(rng, shape, dtype)
+    weight, bias = randn(rng, C, dtype), randn(rng, C, dtype)
+    rm0, rv0 = randn(rng, C, dtype), rng.uniform(0.5, 2, C).astype(dtype)
+    eps, momentum = 1e-5, 0.1
+
+    y, mean, invstd, rm, rv = np.empty(shape, dtype), np.empty(C, dtype), np.empty(C, dtype), rm0.copy(), rv0.copy()
+    kc.batchnorm_forward_train(x, weight, bias, eps, momentum, y, rm, rv, mean, invstd)
+    yg, meang, invstdg, rmg, rvg = empty(shape, dtype), empty(C, dtype), empty(C, dtype), dev(rm0), dev(rv0)
+    kg.batchnorm_forward_train(dev(x), dev(weight), dev(bias), eps, momentum, yg, rmg, rvg, meang, invstdg)
+    for gpu, cpu in ((yg, y), (meang, mean), (invstdg, invstd), (rmg, rm), (rvg, rv)):
+        close(gpu, cpu, dtype)
+
+    kc.batchnorm_forward_eval(x, weight, bias, rm, rv, eps, y)
+    kg.batchnorm_forward_eval(dev(x), dev(weight), dev(bias), dev(rm), dev(rv), eps, yg)
+    close(yg, y, dtype)
+
+    dx, dweight, dbias = np.empty(shape, dtype), np.empty(C, dtype), np.empty(C, dtype)
+    kc.batchnorm_backward(x, dy, weight, dx, dweight, dbias, mean, invstd)
+    dxg, dweightg, dbiasg = empty(shape, dtype), empty(C, dtype), empty(C, dtype)
+    kg.batchnorm_backward(dev(x), dev(dy), dev(weight), dxg, dweightg, dbiasg, dev(mean), dev(invstd))
+    close(dweightg, dweight, dtype)
+    close(dbiasg, dbias, dtype)
+    close(dxg, dx, dtype)
+    dweightg, dbiasg = empty(C, dtype), empty(C, dtype)
+    kg.batchnorm_backward(dev(x), dev(dy), dev(weight), None, dweightg, dbiasg, dev(mean), dev(invstd))
+    close(dweightg, dweight, dtype)
+    close(dbiasg, dbias, dtype)

@@ -1,12 +1,17 @@
 """MaxPool2D, AvgPool2D and GlobalAvgPool2D: gradient checks, PyTorch parity (max_pool2d,
 avg_pool2d with count_include_pad=True, adaptive_avg_pool2d(1) + flatten) over many geometries,
-ties and NaN, CPU-vs-CUDA agreement, and the errors the layers raise."""
+ties and NaN, CPU-vs-CUDA agreement, and the errors the layers raise; then the kernels themselves:
+max pooling's argmax against a numpy reference, average pooling's CUDA kernels the CPU's bit for
+bit."""
 
 import numpy as np
 import pytest
-from harness import CUDA_WARNINGS, build, check_layer, grid
+from cuda_helpers import CUDA_WARNINGS, close, dev, empty, randn, same
+from harness import build, check_layer, grid
 
 import fastnet as fn
+import fastnet.kernels.cpu as kc
+import fastnet.kernels.cuda as kg
 
 pytestmark = CUDA_WARNINGS
 
@@ -194,3 +199,120 @@ def test_pool_layer_shape_errors():
         fn.MaxPool2D(2, stride=(1, 2, 3))
     assert build(lambda: fn.MaxPool2D(3, padding=1), (2, 1, 1)).output_shape == (2, 1, 1)
     assert fn.MaxPool2D((2, 3)).stride == (2, 3)
+
+
+# -- the kernels themselves (fastnet.kernels.cpu / .cuda) ------------------------------------------
+# The max-pooling kernel's argmax workspace against a plain-numpy reference (the layer tests see it
+# only through the input gradient), in both index dtypes; the CUDA average-pooling kernels bit for
+# bit against the CPU's.
+
+KERNEL_TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-5, atol=2e-6)}
+
+
+def out_hw(H, W, kh, kw, sh, sw, ph, pw):
+    return (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+
+
+def ref_maxpool(x, kh, kw, sh, sw, ph, pw):
+    """y and the argmax (h * W + w of the first maximum in each window, padding never chosen)."""
+    N, C, H, W = x.shape
+    OH, OW = out_hw(H, W, kh, kw, sh, sw, ph, pw)
+    y = np.empty((N, C, OH, OW), x.dtype)
+    idx = np.empty((N, C, OH, OW), np.int64)
+    for n in range(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    best, besti = -np.inf, None
+                    for i in range(kh):
+                        for j in range(kw):
+                            h, w = oh * sh - ph + i, ow * sw - pw + j
+                            if 0 <= h < H and 0 <= w < W:
+                                if besti is None or x[n, c, h, w] > best:
+                                    best, besti = x[n, c, h, w], h * W + w
+                    y[n, c, oh, ow], idx[n, c, oh, ow] = best, besti
+    return y, idx
+
+
+def ref_maxpool_backward(dy, idx, x_shape):
+    dx = np.zeros(x_shape, dy.dtype)
+    N, C, H, W = x_shape
+    for n, c, oh, ow in np.ndindex(*dy.shape):
+        i = idx[n, c, oh, ow]
+        dx[n, c, i // W, i % W] += dy[n, c, oh, ow]
+    return dx
+
+
+def run_maxpool(x, cfg, idx_dtype=np.int64):
+    N, C, H, W, kh, kw, sh, sw, ph, pw = cfg
+    OH, OW = out_hw(H, W, kh, kw, sh, sw, ph, pw)
+    y = np.full((N, C, OH, OW), np.nan, x.dtype)
+    am = np.full((N, C, OH, OW), -7, idx_dtype)
+    kc.maxpool2d_forward(x, y, kh, kw, sh, sw, ph, pw, am)
+    return y, am
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cfg", POOL_CONFIGS[:7], ids=config_id)
+def test_maxpool_matches_reference(cfg, dtype):
+    x = randn(np.random.default_rng(1), cfg[:4], dtype)
+    y, am = run_maxpool(x, cfg)
+    ry, ridx = ref_maxpool(x, *cfg[4:])
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(am, ridx)
+    dy = randn(np.random.default_rng(2), y.shape, dtype)
+    dx = np.full(x.shape, np.nan, dtype)
+    kc.maxpool2d_backward(dy, dx, *cfg[4:], am)
+    np.testing.assert_allclose(dx, ref_maxpool_backward(dy, ridx, x.shape), **KERNEL_TOL[dtype])
+
+
+def test_maxpool_int32_argmax():
+    cfg = POOL_CONFIGS[1]
+    x = randn(np.random.default_rng(3), cfg[:4], np.float32)
+    y, am = run_maxpool(x, cfg, np.int32)
+    ry, ridx = ref_maxpool(x, *cfg[4:])
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(am, ridx)
+    dy = randn(np.random.default_rng(4), y.shape, np.float32)
+    dx = np.empty(x.shape, np.float32)
+    kc.maxpool2d_backward(dy, dx, *cfg[4:], am)
+    np.testing.assert_allclose(dx, ref_maxpool_backward(dy, ridx, x.shape), rtol=1e-6)
+
+
+@pytest.mark.parametrize("geometry", [(2, 2, 2, 2, 0, 0), (3, 3, 2, 2, 1, 1), (3, 2, 1, 2, 1, 0)])
+def test_avgpool_cuda_kernels_are_the_cpus_bit_for_bit(geometry):
+    # test_pool_geometry compares the devices within tolerance; these kernels add in the same
+    # order on both, so they agree exactly.
+    rng = np.random.default_rng(7)
+    dtype = np.float32
+    kh, kw, sh, sw, ph, pw = geometry
+    N, C, H, W = 2, 2, 5, 5
+    OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    x, dy = randn(rng, (N, C, H, W), dtype), randn(rng, (N, C, OH, OW), dtype)
+    y = np.empty((N, C, OH, OW), dtype)
+    kc.avgpool2d_forward(x, y, *geometry)
+    yg = empty(y.shape, dtype)
+    kg.avgpool2d_forward(dev(x), yg, *geometry)
+    same(yg, y)
+    dx = np.empty_like(x)
+    kc.avgpool2d_backward(dy, dx, *geometry)
+    dxg = empty(x.shape, dtype)
+    kg.avgpool2d_backward(dev(dy), dxg, *geometry)
+    same(dxg, dx)                       # the gather adds in the CPU's order
+
+
+def test_global_avgpool_cuda_kernels_match_the_cpus():
+    # the input gradient bit for bit (test_global_avgpool: within tolerance)
+    rng = np.random.default_rng(8)
+    dtype = np.float32
+    x, dy = randn(rng, (2, 3, 5, 4), dtype), randn(rng, (2, 3), dtype)
+    y = np.empty((2, 3), dtype)
+    kc.global_avgpool2d_forward(x, y)
+    yg = empty(y.shape, dtype)
+    kg.global_avgpool2d_forward(dev(x), yg)
+    close(yg, y, dtype)
+    dx = np.empty_like(x)
+    kc.global_avgpool2d_backward(dy, dx)
+    dxg = empty(x.shape, dtype)
+    kg.global_avgpool2d_backward(dev(dy), dxg)
+    same(dxg, dx)

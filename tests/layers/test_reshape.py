@@ -2,7 +2,8 @@
 bit for bit)."""
 
 import pytest
-from harness import CUDA_WARNINGS, check_layer, grid
+from cuda_helpers import CUDA_WARNINGS
+from harness import check_layer, grid
 
 import fastnet as fn
 
