@@ -21,7 +21,8 @@ import math
 import numpy as np
 
 from .errors import ShapeError
-from .layers.base import Slot, WorkspaceSpec
+from .kernels.workspace import allocate
+from .layers.base import Slot
 
 WRITE, ACCUMULATE, SCRATCH = "write", "accumulate", "scratch"
 
@@ -83,8 +84,7 @@ class Plan:
                 self.buffer_names += [(f"{prefix}.{short}", index, short) for short in buffers]
                 state[id(node.layer)] = (params, grads, buffers)
             params, grads, buffers = state[id(node.layer)]
-            workspace = _allocate_workspace(self.k, node.layer.workspace_shapes(in_shapes, self.k), batch,
-                                            dtype)
+            workspace = allocate(self.k.zeros, node.layer.workspace_shapes(in_shapes, self.k), batch, dtype)
             seed = int(rng.integers(2**62))
             self.slots.append(Slot(node.layer, index, prefix, params, grads, buffers, workspace, seed,
                                    node.output_index))
@@ -242,9 +242,3 @@ class _BufferPool:
 
     def give_back(self, block):
         self.free.append(block)
-
-
-def _allocate_workspace(k, specs, batch, dtype):
-    """One layer call's workspaces, {name: shape or WorkspaceSpec} -> Workspaces of device buffers
-    (fastnet/kernels/workspace.py: a plain shape gets a batch axis, the model's dtype)."""
-    return WorkspaceSpec.allocate(k.zeros, specs, batch, dtype)

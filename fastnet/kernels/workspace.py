@@ -33,11 +33,6 @@ class WorkspaceSpec:
         """spec itself, or a plain per-sample shape as a WorkspaceSpec."""
         return spec if isinstance(spec, cls) else cls(spec)
 
-    @staticmethod
-    def allocate(zeros, specs, batch, dtype):
-        """The workspaces `specs` describe (see `allocate`)."""
-        return allocate(zeros, specs, batch, dtype)
-
     def __repr__(self):
         return f"WorkspaceSpec({self.shape}, dtype={self.dtype}, per_sample={self.per_sample})"
 

@@ -45,7 +45,6 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from ..errors import ShapeError
-from ..kernels.workspace import Workspaces
 from ..kernels.workspace import WorkspaceSpec as WorkspaceSpec  # re-exported: fastnet.layers.WorkspaceSpec
 from ..nodes import call_layer
 
@@ -74,8 +73,7 @@ class Slot:
         self.params = params        # short name -> live array (a view into the model's flat parameters)
         self.grads = grads          # short name -> gradient array, same shape
         self.buffers = buffers      # short name -> live array (running statistics)
-        # name -> buffer (fastnet.kernels.workspace.Workspaces; a plain dict: all (batch, *shape))
-        self.workspace = workspace if isinstance(workspace, Workspaces) else Workspaces(workspace, workspace)
+        self.workspace = workspace  # name -> buffer: fastnet.kernels.workspace.Workspaces
         self.seed = seed            # per-layer seed for stochastic layers (Dropout)
         self.step = 0               # the model's optimizer step, kept up to date by the model
         self.row_offset = 0         # index of the batch's first row within a longer forward(x)
