@@ -1,4 +1,4 @@
-"""Command line: `fastnet train`, `fastnet eval`, `fastnet info`."""
+"""Command line: `fastnet train`, `fastnet eval`, `fastnet export`, `fastnet info`."""
 
 import argparse
 import json
@@ -124,6 +124,11 @@ def main(argv=None):
     e.add_argument("checkpoint")
     e.add_argument("--dataset", help="default: the one the checkpoint was trained on")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    x = commands.add_parser("export", help="write a checkpoint's network as an ONNX model "
+                            "(pip install 'fastnet[onnx]')")
+    x.add_argument("checkpoint")
+    x.add_argument("out", metavar="OUT.onnx")
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
         return bench(argv[1:])
@@ -135,6 +140,8 @@ def main(argv=None):
             train(args)
         elif args.command == "eval":
             evaluate(args)
+        elif args.command == "export":
+            export(args)
     except FastnetError as err:
         print(f"fastnet: error: {err}", file=sys.stderr)
         return 2
@@ -183,6 +190,16 @@ def evaluate(args):
     for row in result["confusion_matrix"]:
         print("  " + " ".join(f"{v:5d}" for v in row))
     return result
+
+
+def export(args):
+    """Load a checkpoint on the CPU (any device it was trained on) and write it as ONNX."""
+    from .restore import load
+
+    model = load(args.checkpoint, batch_size=1, device="cpu")
+    model.export_onnx(args.out, opset=args.opset)
+    print(f"wrote {args.out} (ONNX opset {args.opset}, input {('batch', *model.input_shape)}, "
+          f"output {('batch', *model.output_shape)})")
 
 
 if __name__ == "__main__":

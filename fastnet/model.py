@@ -12,6 +12,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import checkpoint, kernels, losses
+from . import onnx as onnx_export
 from .errors import CheckpointError, DataError, DivergenceError, ShapeError
 from .optim import SGD, Optimizer
 from .plan import Plan
@@ -350,6 +351,12 @@ class Model:
         """Write a checkpoint (safetensors: weights, buffers, optimizer state, the network's spec,
         progress); `fastnet.load(path)` rebuilds the compiled model. Atomic."""
         checkpoint.save(self, path)
+
+    def export_onnx(self, path, opset=17):
+        """Write the network as an ONNX model (pip install 'fastnet[onnx]') with a dynamic batch
+        axis: input "input", output "logits" (what predict returns), BatchNorm with its running
+        statistics, Dropout dropped. Checked by onnx.checker, written atomically. Returns the path."""
+        return onnx_export.export(self, path, opset=opset)
 
     def summary(self):
         """A table of layers, output shapes and parameter counts (and each layer's inputs when the
