@@ -5,7 +5,8 @@ Tensors: the model's state_dict under its own names ("0.weight", "3.running_mean
 strict=False, or drop the "optimizer." entries); the optimizer's state as "optimizer.<name>"
 (flat arrays over all parameters, in parameter order).
 Metadata (strings): "format" = "fastnet", "fastnet_version", "spec" (the network, to_spec's JSON,
-with input_shape), "compile" (batch size, loss, optimizer type and arguments, dtype, seed, device),
+with input_shape), "compile" (batch size, loss, optimizer type and arguments, dtype, seed, device,
+the algorithm each convolution ran),
 "step" (optimizer steps taken), "epoch" (epochs completed by fit), "shuffle_rng" (the state of the
 generator that orders the next epoch's batches), "schedule" (the learning-rate schedule, or null),
 "augment" (fit's augmentation, or null), "info" (model.info: free-form JSON, e.g. the input
@@ -46,7 +47,7 @@ def save(model, path):
         "spec": json.dumps(spec),
         "compile": json.dumps({
             "batch_size": model.batch_size, "loss": model.loss_fn.name, "dtype": model.dtype.name,
-            "seed": model.seed, "device": model.device,
+            "seed": model.seed, "device": model.device, "conv_algorithms": model.algorithms,
             "optimizer": {"type": type(optimizer).__name__, **_plain(vars(optimizer))}}),
         "step": str(model.step),
         "epoch": str(model.epoch),

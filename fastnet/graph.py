@@ -35,9 +35,12 @@ class Network(ABC):
         return {} if self.input_shape is None else {"input_shape": list(self.input_shape)}
 
     def compile(self, input_shape=None, batch_size=None, loss="cross_entropy", optimizer=None,
-                device="cpu", seed=0, dtype="float32"):
+                device="cpu", seed=0, dtype="float32", conv_algorithm="auto"):
         """Infer shapes, allocate every buffer, compile every kernel: returns a Model.
-        input_shape may be left out when the network knows it (a Graph's Input, a spec)."""
+        input_shape may be left out when the network knows it (a Graph's Input, a spec).
+        conv_algorithm: "auto" times each convolution's algorithms on its real shapes and batch and
+        keeps the fastest (measured once per machine, then cached: fastnet/algorithms.py);
+        "im2col" or "winograd" forces one where it applies; {layer: name} gives each its own."""
         if input_shape is None:
             input_shape = self.input_shape
         if input_shape is None:
@@ -46,7 +49,7 @@ class Network(ABC):
             raise ShapeError("compile() needs the batch_size")
         input_node, nodes = self.nodes(as_shape(input_shape))
         return Model(self, input_node, nodes, batch_size=batch_size, loss=loss, optimizer=optimizer,
-                     device=device, seed=seed, dtype=dtype)
+                     device=device, seed=seed, dtype=dtype, conv_algorithm=conv_algorithm)
 
 
 class Sequential(Network):

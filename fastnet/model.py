@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import checkpoint, kernels, losses
+from . import algorithms, checkpoint, kernels, losses
 from . import onnx as onnx_export
 from .errors import CheckpointError, DataError, DivergenceError, ShapeError
 from .optim import SGD, Optimizer
@@ -44,7 +44,8 @@ class History:
 
 class Model:
     @restores_numpy_blas_threads
-    def __init__(self, network, input_node, nodes, batch_size, loss, optimizer, device, seed, dtype):
+    def __init__(self, network, input_node, nodes, batch_size, loss, optimizer, device, seed, dtype,
+                 conv_algorithm=algorithms.AUTO):
         if int(batch_size) != batch_size or batch_size < 1:
             raise ShapeError(f"batch_size must be a positive integer, got {batch_size!r}")
         if str(np.dtype(dtype)) not in DTYPES:
@@ -55,6 +56,7 @@ class Model:
         self.dtype = np.dtype(dtype)
         self.batch_size = int(batch_size)
         self.seed = seed
+        algorithms.check_request(conv_algorithm)
         self.loss_fn = losses.get(loss)
         self.optimizer = optimizer if optimizer is not None else SGD(lr=0.01)
         if not isinstance(self.optimizer, Optimizer):
@@ -62,7 +64,7 @@ class Model:
         seeds = np.random.SeedSequence(seed).spawn(2)
         names = dict(zip(map(id, network.layers), network.layer_names()))
         self.plan = Plan(input_node, nodes, [names[id(node.layer)] for node in nodes], self.batch_size,
-                         self.dtype, np.random.default_rng(seeds[0]), self.k)
+                         self.dtype, np.random.default_rng(seeds[0]), self.k, device, conv_algorithm)
         self._shuffle_rng = np.random.default_rng(seeds[1])
         self.input_shape = tuple(input_node.shape)
         self.output_shape = tuple(self.plan.output_node.shape)
@@ -313,6 +315,12 @@ class Model:
         return OrderedDict((name, self.plan.slots[index].buffers[short])
                            for name, index, short in self.plan.buffer_names)
 
+    @property
+    def algorithms(self):
+        """{layer prefix: algorithm} of every layer with several (the convolutions): what compile
+        chose; compile(conv_algorithm=model.algorithms) runs the same arithmetic."""
+        return {slot.prefix: slot.algorithm for slot in self.plan.slots if slot.algorithm is not None}
+
     def state_dict(self):
         """Copies of every parameter and buffer, in torch.nn.Module.state_dict's order and names."""
         state = OrderedDict()
@@ -368,6 +376,7 @@ class Model:
         for _, index, short in plan.param_names:
             counts[index] = counts.get(index, 0) + plan.slots[index].params[short].size
         labels = [f"{slot.prefix if chain else node.name} {slot.layer.type_name}{'*' if slot.fused else ''}"
+                  + (f" [{slot.algorithm}]" if slot.algorithm else "")
                   for slot, node in zip(plan.slots, plan.nodes)]
         width = max(24, max(map(len, labels)) + 2)
         lines = [f"{'layer':<{width}}{'output shape':<20}{'parameters':>12}" + ("" if chain else "  inputs")]
@@ -377,6 +386,8 @@ class Model:
         lines.append(f"total parameters: {plan.flat_params.size:,}")
         if plan.fused_from:
             lines.append("*: applied by the layer before it, in that layer's kernels (fused)")
+        if self.algorithms:
+            lines.append(f"[...]: the algorithm compile chose (conv_algorithm={plan.conv_algorithm!r})")
         memory = plan.memory
         lines.append(f"buffers at batch {self.batch_size}: activations {memory['activations'] / 2**20:.1f} MiB, "
                      f"gradients {memory['gradients'] / 2**20:.1f} MiB (shared between tensors whose "

@@ -10,7 +10,9 @@ Given the input node and the layer nodes in a topological order (fastnet/graph.p
      can, see Layer.accumulates) or writes a scratch buffer that is then added;
   4. shares gradient buffers between tensors whose gradients are never live at once: a tensor's
      gradient lives from its first reader's backward to its producer's backward;
-  5. fuses a ReLU into the layer before it (Layer.fuses_relu: Conv2D) where the ReLU is that
+  5. chooses each layer's algorithm where it has several (a convolution's: fastnet/algorithms.py),
+     before its workspaces are allocated, since each algorithm has its own;
+  6. fuses a ReLU into the layer before it (Layer.fuses_relu: Conv2D) where the ReLU is that
      output's only reader: the layer's kernels apply it while each image is in cache, the two
      tensors share one activation buffer and one gradient buffer, and the ReLU is never called.
 Model runs every kernel once after this (Numba compiles it), then initialises the parameters.
@@ -20,6 +22,7 @@ import math
 
 import numpy as np
 
+from . import algorithms
 from .errors import ShapeError
 from .kernels.workspace import allocate
 from .layers.base import Slot
@@ -30,7 +33,8 @@ WRITE, ACCUMULATE, SCRATCH = "write", "accumulate", "scratch"
 class Plan:
     """The compiled network: slots in execution order and the arrays they use."""
 
-    def __init__(self, input_node, nodes, prefixes, batch_size, dtype, rng, k):
+    def __init__(self, input_node, nodes, prefixes, batch_size, dtype, rng, k, device="cpu",
+                 conv_algorithm=algorithms.AUTO):
         self.k = k                              # the device's kernels; buffers come from k.zeros
         self.input_node = input_node
         self.nodes = nodes                      # topological order, input node excluded
@@ -40,6 +44,8 @@ class Plan:
         tensors = [input_node] + nodes
         self.position = {id(t): i for i, t in enumerate(tensors)}
         self.inputs_of = [[self.position[id(src)] for src in node.inputs] for node in nodes]
+        self.device = device
+        self.conv_algorithm = conv_algorithm    # what compile was asked for (fastnet/algorithms.py)
         self._allocate_layers(prefixes, rng)
         self.fused_from = self._fuse_relus()
         self.acts = [k.zeros((batch_size, *t.shape), self.dtype) for t in tensors]
@@ -84,10 +90,15 @@ class Plan:
                 self.buffer_names += [(f"{prefix}.{short}", index, short) for short in buffers]
                 state[id(node.layer)] = (params, grads, buffers)
             params, grads, buffers = state[id(node.layer)]
-            workspace = allocate(self.k.zeros, node.layer.workspace_shapes(in_shapes, self.k), batch, dtype)
+            # measured with an input gradient unless the layer reads the network's input
+            algorithm = algorithms.choose(node.layer, prefix, in_shapes, self.k, self.device, batch, dtype,
+                                          self.conv_algorithm, input_grad=node.inputs[0] is not self.input_node)
+            shapes = algorithms.workspace_shapes(node.layer, in_shapes, self.k, algorithm)
+            workspace = allocate(self.k.zeros, shapes, batch, dtype)
             seed = int(rng.integers(2**62))
-            self.slots.append(Slot(node.layer, index, prefix, params, grads, buffers, workspace, seed,
-                                   node.output_index))
+            slot = Slot(node.layer, index, prefix, params, grads, buffers, workspace, seed, node.output_index)
+            slot.algorithm = algorithm
+            self.slots.append(slot)
 
     def _fuse_relus(self):
         """{ReLU position: its producer's position} for every ReLU fused into the layer before it;

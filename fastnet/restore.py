@@ -5,7 +5,7 @@ weights, optimizer state and progress put back. `fastnet.load` is `load`."""
 import json
 import os
 
-from . import checkpoint, schedules
+from . import algorithms, checkpoint, schedules
 from .data import augment as augmentation
 from .errors import CheckpointError, FastnetError
 from .optim import SGD, Adam, AdamW
@@ -27,16 +27,19 @@ def load(path, batch_size=None, device=None):
         schedule = schedules.from_config(json.loads(metadata.get("schedule", "null")))
         info = json.loads(metadata.get("info", "{}"))
         augment = augmentation.from_config(json.loads(metadata.get("augment", "null")))
+        # what each convolution ran, so a resume runs the same arithmetic (im2col before it was saved)
+        conv_algorithm = settings.get("conv_algorithms", "im2col")
+        algorithms.check_request(conv_algorithm)
         opt_settings = dict(settings["optimizer"])
         optimizer = OPTIMIZERS[opt_settings.pop("type")](**opt_settings)
-    except (KeyError, ValueError, TypeError) as err:
+    except (KeyError, ValueError, TypeError, FastnetError) as err:
         raise CheckpointError(f"{name}: the checkpoint's metadata is incomplete or malformed "
                               f"({type(err).__name__}: {err})") from None
     try:
         network = from_spec(spec)
         model = network.compile(batch_size=batch_size or settings["batch_size"], loss=settings["loss"],
                                 optimizer=optimizer, device=device or settings["device"],
-                                seed=settings["seed"], dtype=settings["dtype"])
+                                seed=settings["seed"], dtype=settings["dtype"], conv_algorithm=conv_algorithm)
     except FastnetError as err:
         raise CheckpointError(f"{name}: the saved network cannot be rebuilt: {err}") from None
     weights = {k: v for k, v in tensors.items() if not k.startswith(checkpoint.OPTIMIZER_PREFIX)}

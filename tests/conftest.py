@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 # tests/gradcheck.py, tests/cuda_helpers.py and tests/layers/harness.py are helper modules shared
 # by the test files.
@@ -19,6 +20,10 @@ def _gpu_usable():
     except (OSError, subprocess.TimeoutExpired):
         return False
 
+
+# Compile's measured algorithm choices (fastnet/algorithms.py) go to a folder of this session's own,
+# not the user's cache: each test session measures afresh, and leaves the user's choices alone.
+os.environ.setdefault("FASTNET_CACHE_DIR", tempfile.mkdtemp(prefix="fastnet-test-cache-"))
 
 # The CUDA tests run on a GPU where there is one, and on Numba's CUDA simulator (every GPU thread
 # run in Python: right answers, no speed) where there is none, as in CI. The choice must be made

@@ -22,6 +22,10 @@ compiled batch size (a smaller last batch gets views of the same buffers).
   sliced to the current batch. A layer passes a kernel its workspaces as keyword arguments,
   k.<op>_forward(..., **slot.workspaces_for(k.<op>_forward, n)), since each device's kernels take
   their own; slot.work(name, n) is one of them.
+- `algorithms(input_shapes, k)` -> the names of the algorithms (kernel sets for the same math) that
+  compute this layer on namespace k, the default first; () for a layer with one way (most). Such a
+  layer's `workspace_shapes` takes `algorithm=`, and its forward/backward run slot.algorithm,
+  chosen at compile (fastnet/algorithms.py).
 - `init_params(params, buffers, input_shapes, rng)` fills parameters and buffers in place.
 - `forward(k, slot, xs, y, train)` writes y from the inputs xs (a list, one array per input).
 - `backward(k, slot, xs, y, dy, dxs)` reads dy, writes each dxs[i] that is not None (None means
@@ -81,6 +85,7 @@ class Slot:
         self.accumulate = []        # per input: add into its gradient instead of writing (see Layer)
         self.relu = False           # apply the ReLU that alone reads this output (Plan fuses it)
         self.fused = False          # this ReLU is applied by the layer before it: never called
+        self.algorithm = None       # which of the layer's algorithms its kernels are (see Layer)
 
     def work(self, name, n):
         """Workspace `name` for a batch of n rows: a view of its first n rows (no copy), or the
@@ -173,6 +178,9 @@ class Layer(ABC):
 
     def workspace_shapes(self, input_shapes, k):
         return {}
+
+    def algorithms(self, input_shapes, k):
+        return ()
 
     def init_params(self, params, buffers, input_shapes, rng):
         pass

@@ -1,9 +1,9 @@
 """2-D convolution, torch.nn.Conv2d's layout, semantics and initialisation (no dilation, no groups).
 
-The CPU kernels (fastnet/kernels/cpu/conv.py) lower the convolution to a matrix product per image
-on im2col columns that each thread writes into its own scratch matrix (see there for why). The
-workspaces come from the device's kernel namespace (k.conv2d_workspace_shapes): each lowering has
-its own, and the kernels take them by name.
+A convolution has several algorithms on a device (k.conv2d_algorithms: on the CPU im2col + GEMM,
+fastnet/kernels/cpu/conv.py, and Winograd F(2x2, 3x3), conv_winograd.py), each with its own
+kernels and workspaces, found by name (algorithm_kernels). Which one a compiled layer runs is
+slot.algorithm, chosen at compile (fastnet/algorithms.py); the layer itself holds no choice.
 """
 
 import math
@@ -11,6 +11,16 @@ import math
 from ..errors import ShapeError
 from ..kernels.shapes import conv2d_output_hw
 from .base import Layer, int_pair
+
+DEFAULT_ALGORITHM = "im2col"     # computes every convolution on every device
+
+
+def algorithm_kernels(k, algorithm):
+    """(forward, backward, workspace_shapes) of a convolution algorithm in namespace k: im2col's are
+    k.conv2d_forward, ...; another algorithm a's k.conv2d_a_forward, ..."""
+    prefix = "conv2d" if algorithm in (None, DEFAULT_ALGORITHM) else f"conv2d_{algorithm}"
+    return (getattr(k, f"{prefix}_forward"), getattr(k, f"{prefix}_backward"),
+            getattr(k, f"{prefix}_workspace_shapes"))
 
 
 class Conv2D(Layer):
@@ -45,10 +55,15 @@ class Conv2D(Layer):
             shapes["bias"] = (self.out_channels,)
         return shapes
 
-    def workspace_shapes(self, input_shapes, k):
+    def _geometry_args(self, input_shapes):
         C, H, W = input_shapes[0]
-        return k.conv2d_workspace_shapes(C, H, W, self.out_channels, *self.kernel_size, *self.stride,
-                                         *self.padding)
+        return (C, H, W, self.out_channels, *self.kernel_size, *self.stride, *self.padding)
+
+    def algorithms(self, input_shapes, k):
+        return k.conv2d_algorithms(*self._geometry_args(input_shapes))
+
+    def workspace_shapes(self, input_shapes, k, algorithm=DEFAULT_ALGORITHM):
+        return algorithm_kernels(k, algorithm)[2](*self._geometry_args(input_shapes))
 
     def init_params(self, params, buffers, input_shapes, rng):
         # PyTorch's default: kaiming_uniform_(a=sqrt(5)) gives bound 1/sqrt(fan_in), bias the same.
@@ -63,13 +78,15 @@ class Conv2D(Layer):
 
     def forward(self, k, slot, xs, y, train):
         bias = slot.params["bias"] if self.bias else None
-        k.conv2d_forward(xs[0], slot.params["weight"], bias, y, *self._geometry(), slot.relu,
-                         **slot.workspaces_for(k.conv2d_forward, y.shape[0]))
+        forward = algorithm_kernels(k, slot.algorithm)[0]
+        forward(xs[0], slot.params["weight"], bias, y, *self._geometry(), slot.relu,
+                **slot.workspaces_for(forward, y.shape[0]))
 
     def backward(self, k, slot, xs, y, dy, dxs):
         db = slot.grads["bias"] if self.bias else None
-        k.conv2d_backward(xs[0], slot.params["weight"], y, dy, slot.grads["weight"], db, dxs[0],
-                          *self._geometry(), slot.relu, **slot.workspaces_for(k.conv2d_backward, dy.shape[0]))
+        backward = algorithm_kernels(k, slot.algorithm)[1]
+        backward(xs[0], slot.params["weight"], y, dy, slot.grads["weight"], db, dxs[0], *self._geometry(),
+                 slot.relu, **slot.workspaces_for(backward, dy.shape[0]))
 
     def __repr__(self):
         extra = "" if self.bias else ", bias=False"

@@ -49,14 +49,16 @@ def grid(cases, cuda=(), ids=None, dtypes=DTYPES):
     return params
 
 
-def build(net, input_shape=None, batch=2, device="cpu", dtype="float64", loss="mse", seed=0):
+def build(net, input_shape=None, batch=2, device="cpu", dtype="float64", loss="mse", seed=0,
+          conv_algorithm="auto"):
     """net() -> a layer, a list of layers or a network (Sequential or Graph), compiled."""
     network = net()
     if isinstance(network, (list, tuple)):
         network = fn.Sequential(list(network))
     elif not isinstance(network, (fn.Sequential, fn.Graph)):
         network = fn.Sequential([network])
-    return network.compile(input_shape, batch, loss=loss, device=device, dtype=dtype, seed=seed)
+    return network.compile(input_shape, batch, loss=loss, device=device, dtype=dtype, seed=seed,
+                           conv_algorithm=conv_algorithm)
 
 
 def targets(model, rows, loss, seed=1):
@@ -140,7 +142,7 @@ def compare(ours, reference, tol, against, exact=False):
 def check_layer(net, input_shape=None, batch=2, *, device="cpu", dtype="float64", loss="mse",
                 torch_net=None, x=None, y=None, rows=None, seed=0, gradcheck=True, directions=1,
                 eps=1e-6, rtol=1e-5, atol=1e-7, exact=False, parity_tol=None, agreement_tol=None,
-                without_input_grad=None):
+                without_input_grad=None, conv_algorithm="auto"):
     """Compile net() (a layer, a list of layers or a network) for `batch` on `device` in `dtype`
     and run the checks above on x (default: `rows` (= batch) standard-normal samples) and targets
     y (default: random, of the output's shape).
@@ -149,12 +151,13 @@ def check_layer(net, input_shape=None, batch=2, *, device="cpu", dtype="float64"
     the model's; where None, no parity check. gradcheck: run (a) (float64 only), along
     `directions` random directions per array on CUDA; eps/rtol/atol are its step and tolerances.
     exact: the CPU and CUDA agree bit for bit (all but the loss). without_input_grad: run that
-    check (default: on the CPU only; a backward costs seconds on the simulator). Returns
+    check (default: on the CPU only; a backward costs seconds on the simulator). conv_algorithm:
+    compile's (a convolution algorithm to check on its own). Returns
     {"model", "checked": how many parameters were gradient-checked (None: not run), "observed":
     what observe() saw}."""
     if device == "cuda":
         pytest.importorskip("numba.cuda")
-    model = build(net, input_shape, batch, device, dtype, loss, seed)
+    model = build(net, input_shape, batch, device, dtype, loss, seed, conv_algorithm)
     initial = model.state_dict()
     state = varied(initial, seed)
     model.load_state_dict(state)

@@ -1,7 +1,8 @@
 """Conv2D: gradient checks over many geometries, PyTorch parity (nn.Conv2d), CPU-vs-CUDA agreement,
-the ReLU the plan fuses into it, compile-time shape errors and PyTorch's initialisation bounds; then
-the CUDA kernels against the CPU's over several chunks of images, which a layer reaches only on
-batches too large for the simulator."""
+the ReLU the plan fuses into it, compile-time shape errors and PyTorch's initialisation bounds, each
+algorithm (im2col, Winograd) on its own and compile's choice between them; then the kernels: the
+CUDA kernels against the CPU's over several chunks of images, which a layer reaches only on
+batches too large for the simulator, and Winograd's against im2col's."""
 
 import numpy as np
 import pytest
@@ -44,6 +45,28 @@ def geometry_id(g):
     return "in{}-o{}-k{}-s{}-p{}".format(*g).replace(" ", "")
 
 
+def applies(algorithm, geometry):
+    in_shape, out_channels, kernel, stride, padding = geometry
+    pair = lambda v: tuple(v) if isinstance(v, tuple) else (v, v)
+    return algorithm in kc.conv2d_algorithms(in_shape[0], *in_shape[1:], out_channels, *pair(kernel),
+                                             *pair(stride), *pair(padding))
+
+
+# 3x3 stride 1, which Winograd computes: odd and even outputs (a last partial tile), no padding,
+# padding 2 and along one axis only, one channel, more channels than a vector
+WINOGRAD_GEOMETRIES = [g for g in GEOMETRIES if applies("winograd", g)] + [
+    ((1, 3, 3), 1, 3, 1, 0),             # one output pixel: one tile, three quarters outside
+    ((3, 9, 6), 4, 3, 1, 2),
+    ((2, 7, 8), 3, 3, 1, (1, 0)),
+    ((17, 6, 5), 9, 3, 1, 1),
+]
+ALGORITHM_CASES = ([(g, "im2col") for g in GEOMETRIES] + [(g, "winograd") for g in WINOGRAD_GEOMETRIES])
+
+
+def algorithm_case_id(case):
+    return f"{case[1]}-{geometry_id(case[0])}"
+
+
 def conv(geometry, bias=True):
     _, out_channels, kernel, stride, padding = geometry
     return lambda: fn.Conv2D(out_channels, kernel, stride, padding, bias=bias)
@@ -54,16 +77,24 @@ def torch_conv(geometry, bias=True):
     return lambda nn: [nn.Conv2d(in_shape[0], out_channels, kernel, stride, padding, bias=bias)]
 
 
-@pytest.mark.parametrize("geometry", GEOMETRIES, ids=geometry_id)
+@pytest.mark.parametrize("case", ALGORITHM_CASES, ids=algorithm_case_id)
 @pytest.mark.parametrize("batch", [1, 3])
-def test_conv2d_gradients(geometry, batch):
-    report = check_layer(conv(geometry), geometry[0], batch, seed=batch)
+def test_conv2d_gradients(case, batch):
+    geometry, algorithm = case
+    report = check_layer(conv(geometry), geometry[0], batch, seed=batch, conv_algorithm=algorithm)
+    assert report["model"].algorithms == {"0": algorithm}
     assert report["checked"] == 2
 
 
-@pytest.mark.parametrize("geometry, device, dtype", grid(GEOMETRIES[:5], ids=geometry_id))
-def test_conv2d_matches_pytorch(geometry, device, dtype):
-    report = check_layer(conv(geometry), geometry[0], 4, dtype=dtype, seed=3, torch_net=torch_conv(geometry))
+PARITY_CASES = ([(g, "im2col") for g in GEOMETRIES[:5]] + [(g, "winograd") for g in WINOGRAD_GEOMETRIES[:5]])
+
+
+@pytest.mark.parametrize("case, device, dtype", grid(PARITY_CASES, ids=algorithm_case_id))
+def test_conv2d_matches_pytorch(case, device, dtype):
+    geometry, algorithm = case
+    report = check_layer(conv(geometry), geometry[0], 4, dtype=dtype, seed=3, torch_net=torch_conv(geometry),
+                         conv_algorithm=algorithm)
+    assert report["model"].algorithms == {"0": algorithm}
     assert report["checked"] in (None, 2)
 
 
@@ -117,15 +148,21 @@ def test_conv2d_initialisation_follows_pytorch_bounds():
 
 FUSED_CUDA = ((1, 4, 4), 2, 3, 1, 1)
 
-@pytest.mark.parametrize("geometry, device, dtype",
-                         grid(GEOMETRIES[1:4] + [FUSED_CUDA], cuda=(3,), ids=geometry_id, dtypes=["float64"]))
-def test_relu_fused_into_the_convolution_has_correct_gradients(geometry, device, dtype):
+FUSED_CASES = [(g, "im2col") for g in GEOMETRIES[1:4] + [FUSED_CUDA]] + [(WINOGRAD_GEOMETRIES[1], "winograd"),
+                                                                         (WINOGRAD_GEOMETRIES[-2], "winograd")]
+
+
+@pytest.mark.parametrize("case, device, dtype",
+                         grid(FUSED_CASES, cuda=(3,), ids=algorithm_case_id, dtypes=["float64"]))
+def test_relu_fused_into_the_convolution_has_correct_gradients(case, device, dtype):
+    geometry, algorithm = case
     in_shape, out_channels, kernel, stride, padding = geometry
     report = check_layer(lambda: [fn.Conv2D(out_channels, kernel, stride, padding), fn.ReLU()], in_shape,
-                         2, device=device, dtype=dtype, seed=3,
+                         2, device=device, dtype=dtype, seed=3, conv_algorithm=algorithm,
                          torch_net=lambda nn: [nn.Conv2d(in_shape[0], out_channels, kernel, stride, padding),
                                                nn.ReLU()])
     assert report["model"].plan.fused_from == {2: 1}   # the ReLU (tensor 2) is applied by the conv
+    assert report["model"].algorithms == {"0": algorithm}
     assert report["checked"] in (None, 2)
 
 
@@ -205,3 +242,106 @@ def test_conv_several_chunks_float64():
     # the kernel given smaller cols/partial workspaces reaches several chunks.
     _conv_case(np.random.default_rng(5), np.float64, N=3, C=2, H=4, W=4, O=3, KH=2, KW=2,
                sh=1, sw=1, ph=0, pw=0, bias=True, want_dx=True, chunk=2)
+
+
+# (N, C, H, W, O, ph, pw): several chunks of images per thread (the tiles of a chunk > 256 at 14x14),
+# fewer images than threads, a partial last tile on both axes, more channels than a chunk's rows
+WINOGRAD_KERNEL_CASES = [(11, 3, 14, 14, 5, 1, 1), (1, 2, 5, 7, 3, 0, 1), (3, 33, 3, 4, 2, 1, 1),
+                         (2, 1, 9, 9, 40, 2, 2)]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_KERNEL_CASES, ids=str)
+@pytest.mark.parametrize("relu", [False, True])
+def test_winograd_kernels_equal_im2col_in_float64(case, relu):
+    N, C, H, W, O, ph, pw = case
+    rng = np.random.default_rng(7)
+    x, w, b = rng.normal(size=(N, C, H, W)), rng.normal(size=(O, C, 3, 3)), rng.normal(size=O)
+    OH, OW = H + 2 * ph - 2, W + 2 * pw - 2
+    dy = rng.normal(size=(N, O, OH, OW))
+    results = {}
+    for name in ("im2col", "winograd"):
+        forward, backward, shapes = fn.layers.conv.algorithm_kernels(kc, name)
+        work = allocate(np.empty, shapes(C, H, W, O, 3, 3, 1, 1, ph, pw), N, np.float64)
+        y = np.empty((N, O, OH, OW))
+        forward(x, w, b, y, 1, 1, ph, pw, relu, **work.for_kernel(forward, N))
+        dw, db, dx = np.empty_like(w), np.empty(O), np.empty_like(x)
+        backward(x, w, y, dy.copy(), dw, db, dx, 1, 1, ph, pw, relu, **work.for_kernel(backward, N))
+        dw_only = np.empty_like(w)             # no input gradient asked for: the same weight gradient
+        backward(x, w, y, dy.copy(), dw_only, None, None, 1, 1, ph, pw, relu, **work.for_kernel(backward, N))
+        np.testing.assert_array_equal(dw_only, dw)
+        results[name] = (y, dw, db, dx)
+    for name, a, b in zip(("y", "dw", "db", "dx"), results["im2col"], results["winograd"]):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max(), err_msg=name)
+
+
+def test_winograd_float32_error_is_near_im2col_error():
+    # Against a float64 reference, Winograd F(2x2, 3x3)'s float32 error is a small multiple of
+    # im2col's (Lavin & Gray: ~1.6x), on cnn's second convolution's shape.
+    rng = np.random.default_rng(8)
+    N, C, H, O = 4, 32, 14, 64
+    x, w = rng.normal(size=(N, C, H, H)), rng.normal(size=(O, C, 3, 3)) / np.sqrt(9 * C)
+    errors = {}
+    reference = None
+    for name, dtype in (("im2col", np.float64), ("im2col", np.float32), ("winograd", np.float32)):
+        forward, _, shapes = fn.layers.conv.algorithm_kernels(kc, name)
+        work = allocate(np.empty, shapes(C, H, H, O, 3, 3, 1, 1, 1, 1), N, dtype)
+        y = np.empty((N, O, H, H), dtype)
+        forward(x.astype(dtype), w.astype(dtype), None, y, 1, 1, 1, 1, False, **work.for_kernel(forward, N))
+        if reference is None:
+            reference = y
+        else:
+            errors[name] = np.abs(y - reference).max()
+    assert 0 < errors["winograd"] < 4 * errors["im2col"], errors
+
+
+# -- the algorithm compile chooses ---------------------------------------------------------------
+
+def test_auto_measures_each_convolution_once_and_keeps_the_choice(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(fn.algorithms, "_MEASURED", {})
+    calls = []
+    measure = fn.algorithms.measure
+    monkeypatch.setattr(fn.algorithms, "measure", lambda *a, **kw: calls.append(a[0]) or measure(*a, **kw))
+    net = lambda: fn.models.cnn(channels=(4, 8), hidden=16)
+    model = net().compile((1, 28, 28), 8)
+    # the first conv (one channel: no input gradient) and the second are both 3x3 stride 1
+    assert len(calls) == 2 and set(model.algorithms) == {"0", "3"}
+    assert set(model.algorithms.values()) <= {"im2col", "winograd"}
+    cached = fn.algorithms.cached_choices()
+    assert sorted(entry["choice"] for entry in cached.values()) == sorted(model.algorithms.values())
+    for entry in cached.values():
+        assert set(entry["seconds"]) == {"im2col", "winograd"} and all(s > 0 for s in entry["seconds"].values())
+    monkeypatch.setattr(fn.algorithms, "_MEASURED", {})    # a new process: the disk has the answer
+    again = net().compile((1, 28, 28), 8)
+    assert len(calls) == 2 and again.algorithms == model.algorithms
+    assert "Conv2D [" in again.summary()
+
+
+def test_a_forced_algorithm_runs_where_it_applies_and_im2col_elsewhere():
+    net = fn.Sequential([fn.Conv2D(3, 3, padding=1), fn.Conv2D(2, 3, stride=2), fn.Conv2D(2, 1)])
+    model = net.compile((2, 9, 9), 2, loss="mse", conv_algorithm="winograd")
+    assert model.algorithms == {"0": "winograd", "1": "im2col", "2": "im2col"}
+    assert net.compile((2, 9, 9), 2, loss="mse", conv_algorithm="im2col").algorithms == dict.fromkeys("012", "im2col")
+    chosen = net.compile((2, 9, 9), 2, loss="mse", conv_algorithm={"0": "im2col", "2": "im2col"}).algorithms
+    assert chosen["0"] == "im2col" and chosen["1"] == "im2col"      # "1" measured: im2col alone applies
+    for bad in ("fastest", {"0": "fft"}):
+        with pytest.raises(fn.SpecError, match="conv_algorithm|unknown algorithm"):
+            net.compile((2, 9, 9), 2, loss="mse", conv_algorithm=bad)
+
+
+def test_a_checkpoint_keeps_the_algorithms_and_resumes_bit_identically(tmp_path):
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(12, 2, 8, 8)).astype(np.float32), rng.integers(0, 3, 12)
+    net = lambda: fn.Sequential([fn.Conv2D(4, 3, padding=1), fn.ReLU(), fn.Conv2D(4, 3), fn.Flatten(),
+                                 fn.Dense(3)])
+    choice = {"0": "winograd", "2": "im2col"}
+    whole = net().compile((2, 8, 8), 4, optimizer=fn.SGD(0.05, momentum=0.9), seed=2, conv_algorithm=choice)
+    whole.fit(x, y, epochs=2, verbose=0)
+    half = net().compile((2, 8, 8), 4, optimizer=fn.SGD(0.05, momentum=0.9), seed=2, conv_algorithm=choice)
+    half.fit(x, y, epochs=1, verbose=0)
+    half.save(tmp_path / "half.safetensors")
+    resumed = fn.load(tmp_path / "half.safetensors")
+    assert resumed.algorithms == choice
+    resumed.fit(x, y, epochs=2, initial_epoch=1, verbose=0)
+    for name, value in whole.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], value, err_msg=name)

@@ -55,7 +55,7 @@ def conv2d_workspace_shapes(C, H, W, O, KH, KW, sh, sw, ph, pw):
 
 
 @njit(cache=True)
-def _pad_image(x, n, padded, ph, pw):
+def pad_image(x, n, padded, ph, pw):
     """padded[c] = x[n, c] inside a border of ph rows and pw columns of zeros: padded (C, H+2ph, W+2pw)."""
     padded[...] = padded.dtype.type(0)
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
@@ -89,7 +89,7 @@ def _im2col_image(padded, cols, KH, KW, sh, sw):
 
 @njit(cache=True)
 def _col2im_image(dcols, padded, dx, n, KH, KW, sh, sw, ph, pw):
-    """dx[n] = the adjoint of _pad_image then _im2col_image: each column entry added back to the
+    """dx[n] = the adjoint of pad_image then _im2col_image: each column entry added back to the
     padded pixel it came from, then the border dropped."""
     C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
     OW = (padded.shape[2] - KW) // sw + 1
@@ -115,7 +115,7 @@ def _col2im_image(dcols, padded, dx, n, KH, KW, sh, sw, ph, pw):
 
 
 @njit(cache=True)
-def _relu_in_place(yn):
+def relu_in_place(yn):
     """yn = yn if yn > 0 else 0, element-wise: relu_forward's expression (NaN becomes 0 in both)."""
     zero = yn.dtype.type(0)
     for o in range(yn.shape[0]):
@@ -125,7 +125,7 @@ def _relu_in_place(yn):
 
 
 @njit(cache=True)
-def _relu_mask_in_place(yn, dyn):
+def relu_mask_in_place(yn, dyn):
     """dyn = dyn if yn > 0 else 0: relu_backward's, with the mask read from the ReLU's output."""
     zero = dyn.dtype.type(0)
     for o in range(yn.shape[0]):
@@ -148,7 +148,7 @@ def conv2d_forward(x, w, b, y, sh, sw, ph, pw, relu, cols, padded):
     for t in prange(T):
         scratch = cols[t]
         for n in range(N * t // T, N * (t + 1) // T):
-            _pad_image(x, n, padded[t], ph, pw)
+            pad_image(x, n, padded[t], ph, pw)
             _im2col_image(padded[t], scratch, KH, KW, sh, sw)
             yn = y[n].reshape(O, P)
             matmul(w2, scratch, yn)
@@ -158,7 +158,7 @@ def conv2d_forward(x, w, b, y, sh, sw, ph, pw, relu, cols, padded):
                     for p in range(P):
                         yn[o, p] += bo
             if relu:
-                _relu_in_place(yn)
+                relu_in_place(yn)
 
 
 @njit(cache=True, parallel=True)
@@ -182,8 +182,8 @@ def conv2d_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, cols, padded,
         for n in range(N * t // T, N * (t + 1) // T):
             dyn = dy[n].reshape(O, P)
             if relu:
-                _relu_mask_in_place(y[n].reshape(O, P), dyn)
-            _pad_image(x, n, padded[t], ph, pw)
+                relu_mask_in_place(y[n].reshape(O, P), dyn)
+            pad_image(x, n, padded[t], ph, pw)
             _im2col_image(padded[t], scratch, KH, KW, sh, sw)
             if small_dw:
                 matmul_nt_small(scratch, dyn, product[t])

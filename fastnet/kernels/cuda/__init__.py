@@ -26,7 +26,7 @@ from .activation import (
     tanh_backward,
     tanh_forward,
 )
-from .conv import conv2d_backward, conv2d_forward, conv2d_workspace_shapes
+from .conv import conv2d_algorithms, conv2d_backward, conv2d_forward, conv2d_workspace_shapes
 from .dense import bias_backward, dense_backward_input, dense_backward_weight, dense_forward, dense_workspace_shapes
 from .loss import (
     count_correct,

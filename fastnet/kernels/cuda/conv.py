@@ -119,6 +119,12 @@ def _bias_grad_kernel(dy3, db):
 # ---- host side ----
 
 
+def conv2d_algorithms(C, H, W, O, KH, KW, sh, sw, ph, pw):
+    """The algorithms that compute this convolution on CUDA: im2col + the tiled GEMM only (the
+    CPU's Winograd kernels have no CUDA twin yet)."""
+    return ("im2col",)
+
+
 def conv2d_workspace_shapes(C, H, W, O, KH, KW, sh, sw, ph, pw):
     """name -> WorkspaceSpec, no batch axis: cols (G, K, P) (forward and backward) and partial
     (G, K, O) (backward) for chunks of G images, G as large as the budgets allow (at most
