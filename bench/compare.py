@@ -1,8 +1,9 @@
-"""fastnet against PyTorch CPU, a plain NumPy implementation and JAX (when installed): same networks,
-same weights, same batch, one process, same thread count; training steps and inference; the
-machine's SGEMM rate on the networks' own GEMM shapes as the roofline; time to the first step with
-a cold and a warm cache. With --device cuda: fastnet CUDA against PyTorch CUDA, and the GEMM work's
-TFLOP/s against the GPU's peak.
+"""fastnet against PyTorch, NumPy and JAX (when installed) on the CPU, or against PyTorch on a GPU.
+
+Same networks, same weights, same batch, one process, same thread count; training steps and
+inference; the machine's SGEMM rate on the networks' own GEMM shapes as the roofline; time to the
+first step with a cold and a warm cache. With --device cuda: fastnet CUDA against PyTorch CUDA, and
+the GEMM work's TFLOP/s against the GPU's peak.
 
     python -m bench                       # mlp, lenet5, cnn at batch 64 and 256; writes bench/RESULTS.md
     fastnet bench --models cnn --batches 64 --rounds 5 --json out.json
