@@ -7,7 +7,7 @@ the GEMM work's TFLOP/s against the GPU's peak.
 
     python -m bench                       # mlp, lenet5, cnn at batch 64 and 256; writes bench/RESULTS.md
     fastnet bench --models cnn --batches 64 --rounds 5 --json out.json
-    python -m bench --device cuda         # on a GPU: batch 256 and 1024, writes bench/RESULTS.md too
+    python -m bench --device cuda         # on a GPU: batch 256 and 1024; writes bench/RESULTS-cuda.md
 
 Each round times a burst of steps of every peer in turn, the order alternating between rounds;
 a figure is the median over rounds of images/s. Ratios are fastnet / peer. On the GPU both peers
