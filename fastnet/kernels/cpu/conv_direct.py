@@ -137,13 +137,32 @@ def _pack_weights(w, wpack):
 
 @njit(cache=True)
 def _pad_image(x, n, padded, ph, pw):
-    """padded[c] = x[n, c] inside a border of ph rows and pw columns of zeros."""
-    padded[...] = 0
+    """padded[c] = x[n, c] inside a border of ph rows and pw columns of zeros (each entry written
+    once: the border zeroed, not the whole image first)."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    zero = padded.dtype.type(0)
     for c in range(C):
-        for h in range(H):
-            for w in range(W):
-                padded[c, h + ph, w + pw] = x[n, c, h, w]
+        for h in range(padded.shape[1]):
+            row = padded[c, h]
+            if h < ph or h >= H + ph:
+                row[:] = zero
+                continue
+            src = x[n, c, h - ph]
+            for i in range(pw):
+                row[i] = zero
+                row[W + pw + i] = zero
+            for i in range(W):
+                row[pw + i] = src[i]
+
+
+@njit(cache=True)
+def _image(x, n, padded, ph, pw):
+    """x[n] flat as the tables read it: x[n] itself where there is no padding (no copy), else
+    x[n] copied inside its zero border into padded."""
+    if ph == 0 and pw == 0:
+        return x[n].reshape(-1)
+    _pad_image(x, n, padded, ph, pw)
+    return padded.reshape(-1)
 
 
 @njit(cache=True, parallel=True)
@@ -165,9 +184,8 @@ def conv2d_direct_forward(x, w, b, y, sh, sw, ph, pw, relu, direct_padded, direc
     zero = y.dtype.type(0)
     for t in prange(T):
         out = direct_tile[t]
-        image = direct_padded[t].reshape(-1)
         for n in range(N * t // T, N * (t + 1) // T):
-            _pad_image(x, n, direct_padded[t], ph, pw)
+            image = _image(x, n, direct_padded[t], ph, pw)
             yn = y[n].reshape(O, P)
             for ob in range(direct_wpack.shape[0]):
                 o0 = ob * lanes
@@ -230,6 +248,27 @@ def _backward_input_tables(w, H, W, sh, sw, ph, pw, wflip, qoff, phases, qpix, d
 
 
 @njit(cache=True)
+def _copy_into_border(dy, n, q, mh, mw):
+    """q[o, mh + i, mw + j] = dy[n, o, i, j], 0 elsewhere (the dy rows and columns past q's end are
+    left out: they feed no input pixel)."""
+    zero = q.dtype.type(0)
+    rows, cols = min(dy.shape[2], q.shape[1] - mh), min(dy.shape[3], q.shape[2] - mw)
+    for o in range(q.shape[0]):
+        for a in range(q.shape[1]):
+            row = q[o, a]
+            if a < mh or a >= mh + rows:
+                row[:] = zero
+                continue
+            src = dy[n, o, a - mh]
+            for j in range(mw):
+                row[j] = zero
+            for j in range(cols):
+                row[mw + j] = src[j]
+            for j in range(mw + cols, q.shape[2]):
+                row[j] = zero
+
+
+@njit(cache=True)
 def _relu_mask_in_place(yn, dyn):
     """dyn = dyn if yn > 0 else 0: relu_backward's, with the mask read from the ReLU's output."""
     zero = dyn.dtype.type(0)
@@ -266,7 +305,6 @@ def conv2d_direct_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, direct
     T = direct_padded.shape[0]
     for t in prange(T):
         out = direct_tile[t]
-        image = direct_padded[t].reshape(-1)
         dyt = direct_dyt[t]
         partial = direct_partial[t]
         partial[...] = 0
@@ -277,7 +315,7 @@ def conv2d_direct_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, direct
             if relu:
                 _relu_mask_in_place(y[n].reshape(O, P), dyn)
             # weight gradient: dw[o, k] += sum_p dy[n, o, p] padded[poff[p] + woff[k]]
-            _pad_image(x, n, direct_padded[t], ph, pw)
+            image = _image(x, n, direct_padded[t], ph, pw)
             for o in range(O):
                 for p in range(P):
                     dyt[o // lanes, p, o % lanes] = dyn[o, p]
@@ -291,11 +329,7 @@ def conv2d_direct_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, direct
             if dx is None:
                 continue
             # input gradient: per phase, dx[n, c, pixel] = sum_l wflip[c, l] q[qoff[l] + qpix[pixel]]
-            q[...] = 0
-            for o in range(O):
-                for oh in range(min(OH, QH - mh)):
-                    for ow in range(min(OW, QW - mw)):
-                        q[o, oh + mh, ow + mw] = dy[n, o, oh, ow]
+            _copy_into_border(dy, n, q, mh, mw)
             qflat = q.reshape(-1)
             dxn = dx[n].reshape(C, H * W)
             for f in range(direct_phases.shape[0]):
