@@ -38,6 +38,8 @@ weights and the offset tables are shared, made before the threads start. Workspa
     direct_dyt (T, O/L, P, L)  direct_partial (T, O/L, K, L)  direct_q (T, O, QH, QW)    per thread
     direct_wflip (C/L', O*KH*KW, L')  direct_qoff (O*KH*KW) int64  direct_phases (sh*sw, 4) int64
     direct_qpix, direct_dpix (H*W + sh*sw*R') int64                                   shared
+    direct_cols (T, P/16 or 0, K, 16)  direct_taps (K) int64  direct_wrows (O padded to 6) int64:
+    the forward's pixel tiles, used where K <= PIXEL_TILE_K (else direct_cols has no rows)
 """
 
 import numpy as np
