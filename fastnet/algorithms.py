@@ -30,7 +30,7 @@ from .kernels.workspace import allocate
 from .layers.base import Slot
 
 AUTO = "auto"
-NAMES = ("im2col", "winograd")      # every algorithm some device has (kernels/*/conv_algorithms)
+NAMES = ("im2col", "direct", "winograd")      # every algorithm some device has (kernels/*/conv_algorithms)
 ROUNDS = 5                          # alternating rounds; the median of each algorithm's is kept
 ROUND_SECONDS = 0.004               # at least this long a round (several calls on a small layer)
 _MEASURED = {}                      # this process's choices: kept even where the disk cache cannot be

@@ -40,7 +40,8 @@ class Network(ABC):
         input_shape may be left out when the network knows it (a Graph's Input, a spec).
         conv_algorithm: "auto" times each convolution's algorithms on its real shapes and batch and
         keeps the fastest (measured once per machine, then cached: fastnet/algorithms.py);
-        "im2col" or "winograd" forces one where it applies; {layer: name} gives each its own."""
+        "im2col", "direct" or "winograd" forces one where it applies (im2col elsewhere); {layer: name}
+        gives each its own."""
         if input_shape is None:
             input_shape = self.input_shape
         if input_shape is None:

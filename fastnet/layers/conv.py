@@ -1,7 +1,8 @@
 """2-D convolution, torch.nn.Conv2d's layout, semantics and initialisation (no dilation, no groups).
 
 A convolution has several algorithms on a device (k.conv2d_algorithms: on the CPU im2col + GEMM,
-fastnet/kernels/cpu/conv.py, and Winograd F(2x2, 3x3), conv_winograd.py), each with its own
+fastnet/kernels/cpu/conv.py, a register-blocked direct convolution, conv_direct.py, and Winograd
+F(2x2, 3x3), conv_winograd.py), each with its own
 kernels and workspaces, found by name (algorithm_kernels). Which one a compiled layer runs is
 slot.algorithm, chosen at compile (fastnet/algorithms.py); the layer itself holds no choice.
 """

@@ -1,18 +1,21 @@
 """Conv2D: gradient checks over many geometries, PyTorch parity (nn.Conv2d), CPU-vs-CUDA agreement,
 the ReLU the plan fuses into it, compile-time shape errors and PyTorch's initialisation bounds, each
-algorithm (im2col, Winograd) on its own and compile's choice between them; then the kernels: the
-CUDA kernels against the CPU's over several chunks of images, which a layer reaches only on
-batches too large for the simulator, and Winograd's against im2col's."""
+algorithm (im2col, direct, Winograd) on its own and compile's choice between them; then the kernels:
+the CUDA kernels against the CPU's over several chunks of images, which a layer reaches only on
+batches too large for the simulator, Winograd's and the direct convolution's against im2col's."""
+
+import itertools
 
 import numpy as np
 import pytest
 from cuda_helpers import CUDA_WARNINGS, close, dev, empty, randn
-from gradcheck import check_gradients
+from gradcheck import check_gradients, numeric_gradient
 from harness import check_layer, grid
 
 import fastnet as fn
 import fastnet.kernels.cpu as kc
 import fastnet.kernels.cuda as kg
+from fastnet.kernels.shapes import conv2d_output_hw
 from fastnet.kernels.workspace import allocate
 
 pytestmark = CUDA_WARNINGS
@@ -60,7 +63,8 @@ WINOGRAD_GEOMETRIES = [g for g in GEOMETRIES if applies("winograd", g)] + [
     ((2, 7, 8), 3, 3, 1, (1, 0)),
     ((17, 6, 5), 9, 3, 1, 1),
 ]
-ALGORITHM_CASES = ([(g, "im2col") for g in GEOMETRIES] + [(g, "winograd") for g in WINOGRAD_GEOMETRIES])
+ALGORITHM_CASES = ([(g, "im2col") for g in GEOMETRIES] + [(g, "direct") for g in GEOMETRIES]
+                   + [(g, "winograd") for g in WINOGRAD_GEOMETRIES])
 
 
 def algorithm_case_id(case):
@@ -86,7 +90,8 @@ def test_conv2d_gradients(case, batch):
     assert report["checked"] == 2
 
 
-PARITY_CASES = ([(g, "im2col") for g in GEOMETRIES[:5]] + [(g, "winograd") for g in WINOGRAD_GEOMETRIES[:5]])
+PARITY_CASES = ([(g, algorithm) for algorithm in ("im2col", "direct") for g in GEOMETRIES[:5]]
+                + [(g, "winograd") for g in WINOGRAD_GEOMETRIES[:5]])
 
 
 @pytest.mark.parametrize("case, device, dtype", grid(PARITY_CASES, ids=algorithm_case_id))
@@ -148,8 +153,8 @@ def test_conv2d_initialisation_follows_pytorch_bounds():
 
 FUSED_CUDA = ((1, 4, 4), 2, 3, 1, 1)
 
-FUSED_CASES = [(g, "im2col") for g in GEOMETRIES[1:4] + [FUSED_CUDA]] + [(WINOGRAD_GEOMETRIES[1], "winograd"),
-                                                                         (WINOGRAD_GEOMETRIES[-2], "winograd")]
+FUSED_CASES = ([(g, "im2col") for g in GEOMETRIES[1:4] + [FUSED_CUDA]] + [(g, "direct") for g in GEOMETRIES[1:4]]
+               + [(WINOGRAD_GEOMETRIES[1], "winograd"), (WINOGRAD_GEOMETRIES[-2], "winograd")])
 
 
 @pytest.mark.parametrize("case, device, dtype",
@@ -294,6 +299,116 @@ def test_winograd_float32_error_is_near_im2col_error():
     assert 0 < errors["winograd"] < 4 * errors["im2col"], errors
 
 
+# -- the direct kernels (kernels/cpu/conv_direct.py) against im2col's: float64 agreement over many
+# geometries, with and without bias, fused ReLU and input gradient; a float64 central-difference
+# check of the kernels themselves; float32 agreement on the zoo's convolutions ---------------------
+
+KERNELS_BY_ALGORITHM = {name: fn.layers.conv.algorithm_kernels(kc, name) for name in ("im2col", "direct")}
+
+
+def run_kernels(algorithm, x, w, b, dy, stride, padding, relu, want_dx):
+    """(y, dw, db, dx, masked dy) of one forward and backward; gradients prefilled with NaN so an
+    entry left unwritten shows."""
+    forward, backward, shapes = KERNELS_BY_ALGORITHM[algorithm]
+    (N, C, H, W), (O, _, KH, KW) = x.shape, w.shape
+    (sh, sw), (ph, pw) = stride, padding
+    ws = allocate(np.zeros, shapes(C, H, W, O, KH, KW, sh, sw, ph, pw), N, x.dtype)
+    OH, OW = conv2d_output_hw(H, W, KH, KW, sh, sw, ph, pw)
+    y = np.full((N, O, OH, OW), np.nan, x.dtype)
+    forward(x, w, b, y, sh, sw, ph, pw, relu, **ws.for_kernel(forward, N))
+    dy = dy.copy()
+    dw = np.full_like(w, np.nan)
+    db = None if b is None else np.full_like(b, np.nan)
+    dx = np.full_like(x, np.nan) if want_dx else None
+    backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, **ws.for_kernel(backward, N))
+    return y, dw, db, dx, dy
+
+
+def kernel_inputs(N, C, H, W, O, KH, KW, stride, padding, bias, dtype, seed):
+    rng = np.random.default_rng(seed)
+    OH, OW = conv2d_output_hw(H, W, KH, KW, *stride, *padding)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((O, C, KH, KW)).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype) if bias else None
+    dy = rng.standard_normal((N, O, OH, OW)).astype(dtype)
+    return x, w, b, dy
+
+
+def assert_agree(N, C, H, W, O, kernel, stride, padding, bias, relu, want_dx, dtype, rtol, seed=0):
+    x, w, b, dy = kernel_inputs(N, C, H, W, O, *kernel, stride, padding, bias, dtype, seed)
+    ref = run_kernels("im2col", x, w, b, dy, stride, padding, relu, want_dx)
+    got = run_kernels("direct", x, w, b, dy, stride, padding, relu, want_dx)
+    for name, r, g in zip(("y", "dw", "db", "dx", "masked dy"), ref, got):
+        if r is None:
+            assert g is None
+            continue
+        assert np.all(np.isfinite(g)), f"{name}: entries not written"
+        scale = max(1.0, float(np.abs(r).max()))
+        np.testing.assert_allclose(g, r, rtol=0, atol=rtol * scale, err_msg=name)
+
+
+DIRECT_CHANNELS = [(1, 1), (3, 8), (8, 3), (16, 16), (17, 32), (32, 17), (1, 16), (16, 1), (3, 17), (32, 3)]
+DIRECT_KERNELS = [(1, 1), (3, 3), (5, 5), (3, 5)]
+DIRECT_STRIDES = [(1, 1), (2, 2), (2, 1)]
+DIRECT_PADDINGS = [(0, 0), (1, 1), (2, 2), (1, 0)]
+
+# every kernel x stride x padding, each with channels, batch, bias, ReLU and dx taken in turn
+DIRECT_GEOMETRIES = []
+for i, (kernel, stride, padding) in enumerate(itertools.product(DIRECT_KERNELS, DIRECT_STRIDES, DIRECT_PADDINGS)):
+    C, O = DIRECT_CHANNELS[i % len(DIRECT_CHANNELS)]
+    batch, bias, relu, want_dx = 5 if i % 3 else 1, i % 2 == 0, i % 4 < 2, i % 5 != 4
+    DIRECT_GEOMETRIES.append((batch, C, 9, 7, O, kernel, stride, padding, bias, relu, want_dx))
+# every channel pair of {1, 3, 8, 16, 17, 32}, 3x3 "same", stride 1 and 2
+for (C, O), s in itertools.product(itertools.product((1, 3, 8, 16, 17, 32), repeat=2), (1, 2)):
+    DIRECT_GEOMETRIES.append((2, C, 6, 5, O, (3, 3), (s, s), (1, 1), True, C % 2 == 1, True))
+# conv.py's layer test geometries: stride 3, kernel = image, kernel larger than the image
+DIRECT_GEOMETRIES += [(2, 2, 8, 7, 2, (3, 2), (3, 1), (2, 2), True, False, True),
+               (3, 2, 4, 5, 3, (4, 5), (1, 1), (0, 0), False, True, True),
+               (2, 3, 4, 4, 2, (5, 5), (1, 1), (2, 2), True, False, True),
+               (2, 2, 6, 6, 2, (3, 3), (3, 3), (0, 0), True, True, False),
+               (1, 4, 1, 1, 3, (1, 1), (2, 2), (0, 0), True, False, True),      # a 1x1 image, stride 2
+               (2, 3, 3, 3, 5, (1, 1), (2, 2), (1, 1), False, False, True)]     # padding past a 1x1 kernel
+
+
+def direct_geometry_id(g):
+    N, C, H, W, O, k, s, p, bias, relu, dx = g
+    return (f"n{N}-c{C}-{H}x{W}-o{O}-k{k[0]}x{k[1]}-s{s[0]}{s[1]}-p{p[0]}{p[1]}"
+            f"{'-bias' if bias else ''}{'-relu' if relu else ''}{'' if dx else '-nodx'}")
+
+
+@pytest.mark.parametrize("geometry", DIRECT_GEOMETRIES, ids=direct_geometry_id)
+def test_direct_matches_im2col_float64(geometry):
+    N, C, H, W, O, kernel, stride, padding, bias, relu, want_dx = geometry
+    assert_agree(N, C, H, W, O, kernel, stride, padding, bias, relu, want_dx, np.float64, 1e-12)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [((3, 2), (2, 1), (1, 0)), ((3, 3), (1, 1), (1, 1)),
+                                                     ((2, 3), (1, 2), (0, 2))])
+def test_direct_gradients_central_difference(kernel, stride, padding):
+    # L = sum(g * conv2d(x, w) + b): its gradients are the backward of dy = g, checked entry by entry
+    N, C, H, W, O = 2, 3, 6, 5, 4
+    x, w, b, g = kernel_inputs(N, C, H, W, O, *kernel, stride, padding, True, np.float64, seed=7)
+    _, dw, db, dx, _ = run_kernels("direct", x, w, b, g, stride, padding, False, True)
+
+    def loss():
+        return float(np.sum(g * run_kernels("direct", x, w, b, g, stride, padding, False, False)[0]))
+
+    for array, analytic in ((x, dx), (w, dw), (b, db)):
+        np.testing.assert_allclose(analytic, numeric_gradient(loss, array, eps=1e-6), rtol=1e-7, atol=1e-8)
+
+
+# the zoo's convolutions: (C, H, O, kernel, stride, padding)
+ZOO_CONVS = [(1, 28, 6, 5, 1, 2), (6, 14, 16, 5, 1, 0), (1, 28, 32, 3, 1, 1), (32, 14, 64, 3, 1, 1),
+       (1, 28, 16, 3, 1, 1), (16, 28, 16, 3, 1, 1), (16, 28, 32, 3, 2, 1), (32, 14, 32, 3, 1, 1),
+       (32, 14, 64, 3, 2, 1), (64, 7, 64, 3, 1, 1), (16, 28, 32, 1, 2, 0), (32, 14, 64, 1, 2, 0)]
+
+
+@pytest.mark.parametrize("zoo", ZOO_CONVS, ids=lambda z: "c{}-{}x{}-o{}-k{}-s{}-p{}".format(z[0], z[1], z[1], *z[2:]))
+def test_direct_matches_im2col_float32_zoo(zoo):
+    C, H, O, k, s, p = zoo
+    assert_agree(3, C, H, H, O, (k, k), (s, s), (p, p), True, True, True, np.float32, 1e-4, seed=1)
+
+
 # -- the algorithm compile chooses ---------------------------------------------------------------
 
 def test_auto_measures_each_convolution_once_and_keeps_the_choice(tmp_path, monkeypatch):
@@ -306,11 +421,12 @@ def test_auto_measures_each_convolution_once_and_keeps_the_choice(tmp_path, monk
     model = net().compile((1, 28, 28), 8)
     # the first conv (one channel: no input gradient) and the second are both 3x3 stride 1
     assert len(calls) == 2 and set(model.algorithms) == {"0", "3"}
-    assert set(model.algorithms.values()) <= {"im2col", "winograd"}
+    assert set(model.algorithms.values()) <= {"im2col", "direct", "winograd"}
     cached = fn.algorithms.cached_choices()
     assert sorted(entry["choice"] for entry in cached.values()) == sorted(model.algorithms.values())
     for entry in cached.values():
-        assert set(entry["seconds"]) == {"im2col", "winograd"} and all(s > 0 for s in entry["seconds"].values())
+        assert set(entry["seconds"]) == {"im2col", "direct", "winograd"}
+        assert all(s > 0 for s in entry["seconds"].values())
     monkeypatch.setattr(fn.algorithms, "_MEASURED", {})    # a new process: the disk has the answer
     again = net().compile((1, 28, 28), 8)
     assert len(calls) == 2 and again.algorithms == model.algorithms
@@ -321,9 +437,10 @@ def test_a_forced_algorithm_runs_where_it_applies_and_im2col_elsewhere():
     net = fn.Sequential([fn.Conv2D(3, 3, padding=1), fn.Conv2D(2, 3, stride=2), fn.Conv2D(2, 1)])
     model = net.compile((2, 9, 9), 2, loss="mse", conv_algorithm="winograd")
     assert model.algorithms == {"0": "winograd", "1": "im2col", "2": "im2col"}
-    assert net.compile((2, 9, 9), 2, loss="mse", conv_algorithm="im2col").algorithms == dict.fromkeys("012", "im2col")
-    chosen = net.compile((2, 9, 9), 2, loss="mse", conv_algorithm={"0": "im2col", "2": "im2col"}).algorithms
-    assert chosen["0"] == "im2col" and chosen["1"] == "im2col"      # "1" measured: im2col alone applies
+    for name in ("im2col", "direct"):           # these compute every convolution
+        assert net.compile((2, 9, 9), 2, loss="mse", conv_algorithm=name).algorithms == dict.fromkeys("012", name)
+    chosen = net.compile((2, 9, 9), 2, loss="mse", conv_algorithm={"0": "direct", "2": "im2col"}).algorithms
+    assert chosen["0"] == "direct" and chosen["2"] == "im2col" and chosen["1"] in ("im2col", "direct")
     for bad in ("fastest", {"0": "fft"}):
         with pytest.raises(fn.SpecError, match="conv_algorithm|unknown algorithm"):
             net.compile((2, 9, 9), 2, loss="mse", conv_algorithm=bad)
@@ -334,7 +451,7 @@ def test_a_checkpoint_keeps_the_algorithms_and_resumes_bit_identically(tmp_path)
     x, y = rng.normal(size=(12, 2, 8, 8)).astype(np.float32), rng.integers(0, 3, 12)
     net = lambda: fn.Sequential([fn.Conv2D(4, 3, padding=1), fn.ReLU(), fn.Conv2D(4, 3), fn.Flatten(),
                                  fn.Dense(3)])
-    choice = {"0": "winograd", "2": "im2col"}
+    choice = {"0": "winograd", "2": "direct"}
     whole = net().compile((2, 8, 8), 4, optimizer=fn.SGD(0.05, momentum=0.9), seed=2, conv_algorithm=choice)
     whole.fit(x, y, epochs=2, verbose=0)
     half = net().compile((2, 8, 8), 4, optimizer=fn.SGD(0.05, momentum=0.9), seed=2, conv_algorithm=choice)

@@ -50,7 +50,6 @@ from ..workspace import WorkspaceSpec
 from .matmul import BLOCKS
 from .simd import TILE, tile_8x12, tile_16x6
 
-
 # Where a convolution has this many taps K = C*KH*KW or fewer (a 3x3 first layer on one channel),
 # a tile of 16 output channels x 6 pixels does little work per output entry and its 96 scalar
 # stores into the NCHW output (one per entry) cost more than its multiply-adds: the forward then
@@ -398,7 +397,8 @@ def conv2d_direct_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, direct
             qflat = q.reshape(-1)
             dxn = dx[n].reshape(C, H * W)
             for f in range(direct_phases.shape[0]):
-                l0, count, p0, pixels = direct_phases[f, 0], direct_phases[f, 1], direct_phases[f, 2], direct_phases[f, 3]
+                l0, count = direct_phases[f, 0], direct_phases[f, 1]
+                p0, pixels = direct_phases[f, 2], direct_phases[f, 3]
                 for cb in range(direct_wflip.shape[0]):
                     c0 = cb * clanes
                     c1 = min(C, c0 + clanes)
