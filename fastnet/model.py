@@ -386,6 +386,9 @@ class Model:
         lines.append(f"total parameters: {plan.flat_params.size:,}")
         if plan.fused_from:
             lines.append("*: applied by the layer before it, in that layer's kernels (fused)")
+        if plan.eval_folds:
+            folded = ", ".join(bn.prefix for bn, _, _, _ in plan.eval_folds)
+            lines.append(f"in evaluation, folded into the convolution before each (with a ReLU after it): {folded}")
         if self.algorithms:
             lines.append(f"[...]: the algorithm compile chose (conv_algorithm={plan.conv_algorithm!r})")
         memory = plan.memory

@@ -12,9 +12,14 @@ Given the input node and the layer nodes in a topological order (fastnet/graph.p
      gradient lives from its first reader's backward to its producer's backward;
   5. chooses each layer's algorithm where it has several (a convolution's: fastnet/algorithms.py),
      before its workspaces are allocated, since each algorithm has its own;
-  6. fuses a ReLU into the layer before it (Layer.fuses_relu: Conv2D) where the ReLU is that
+  6. fuses a ReLU into the layer before it (Layer.fuses_relu: Conv2D, Add) where the ReLU is that
      output's only reader: the layer's kernels apply it while each image is in cache, the two
-     tensors share one activation buffer and one gradient buffer, and the ReLU is never called.
+     tensors share one activation buffer and one gradient buffer, and the ReLU is never called;
+  7. for evaluation only, folds a BatchNorm2D into the convolution it alone reads (Layer.
+     folds_batchnorm), and a ReLU that alone reads the batch norm with it: the convolution runs
+     with weights and bias scaled by the running statistics (refreshed at each evaluation forward,
+     from the live parameters), writes the last folded tensor's buffer, and the others are skipped.
+     Training runs every layer as it is.
 Model runs every kernel once after this (Numba compiles it), then initialises the parameters.
 """
 
@@ -48,6 +53,7 @@ class Plan:
         self.conv_algorithm = conv_algorithm    # what compile was asked for (fastnet/algorithms.py)
         self._allocate_layers(prefixes, rng)
         self.fused_from = self._fuse_relus()
+        self._fold_batchnorms()
         self.acts = [k.zeros((batch_size, *t.shape), self.dtype) for t in tensors]
         for relu, producer in self.fused_from.items():
             self.acts[producer] = self.acts[relu]   # the producer writes the ReLU's output
@@ -116,6 +122,34 @@ class Plan:
                 self.slots[out - 1].fused = True
                 fused[out] = src
         return fused
+
+    def _fold_batchnorms(self):
+        """self.eval_folds: [(batch norm slot, convolution slot, the folded convolution's slot, the
+        position it writes)], and self.eval_skipped, the positions evaluation does not run."""
+        readers = [[] for _ in range(len(self.nodes) + 1)]
+        for out, inputs in enumerate(self.inputs_of, start=1):
+            for src in inputs:
+                readers[src].append(out)
+        self.eval_folds, self.eval_skipped, self._eval_fold_at = [], set(), {}
+        for out, inputs in enumerate(self.inputs_of, start=1):
+            bn, src = self.slots[out - 1], inputs[0]
+            if not bn.layer.is_batchnorm or src == 0 or readers[src] != [out]:
+                continue
+            conv = self.slots[src - 1]
+            if not conv.layer.folds_batchnorm or conv.relu:
+                continue
+            target, relu = out, False
+            if len(readers[out]) == 1 and self.slots[readers[out][0] - 1].layer.is_relu:
+                target, relu = readers[out][0], True
+                self.eval_skipped.add(target)
+            weight = conv.params["weight"]
+            params = {"weight": self.k.zeros(weight.shape, self.dtype),
+                      "bias": self.k.zeros((weight.shape[0],), self.dtype)}
+            folded = Slot(conv.layer, conv.index, conv.prefix, params, {}, {}, conv.workspace, conv.seed)
+            folded.algorithm, folded.relu = conv.algorithm, relu
+            self.eval_folds.append((bn, conv, folded, target))
+            self.eval_skipped.add(out)
+            self._eval_fold_at[src] = (folded, target)
 
     def _schedule_backward(self):
         """For every layer call, in backward order, how each input gradient is produced, and
@@ -194,11 +228,19 @@ class Plan:
 
     def forward(self, k, n, train):
         acts = self.acts
+        if not train:
+            for bn, conv, folded, _ in self.eval_folds:
+                bn.layer.fold(k, bn, conv.params["weight"], conv.params.get("bias"), folded.params["weight"],
+                              folded.params["bias"])
         for slot, inputs, out in zip(self.slots, self.inputs_of, range(1, len(acts))):
-            if slot.fused:
+            if slot.fused or (not train and out in self.eval_skipped):
                 continue
             xs = [acts[i][:n] for i in inputs]
-            slot.layer.forward(k, slot, xs, acts[out][:n], train)
+            if not train and out in self._eval_fold_at:
+                folded, target = self._eval_fold_at[out]
+                slot.layer.forward(k, folded, xs, acts[target][:n], train)
+            else:
+                slot.layer.forward(k, slot, xs, acts[out][:n], train)
         return acts[-1][:n]
 
     def backward(self, k, n, input_grad):

@@ -113,6 +113,9 @@ class Layer(ABC):
     fuses_relu = False   # forward applies a ReLU to y where slot.relu, and backward masks dy by
                          # y > 0 first (in place): the plan then skips the ReLU layer
     is_relu = False      # y = max(x, 0): what a layer that fuses_relu can apply itself
+    folds_batchnorm = False  # in evaluation, a batch norm after it folds into its parameters
+                             # (Conv2D: weight and bias; see _BatchNorm.fold, and the plan)
+    is_batchnorm = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

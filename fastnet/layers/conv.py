@@ -28,6 +28,7 @@ class Conv2D(Layer):
     """y[n, o] = b[o] + sum_c w[o, c] (*) x[n, c], with w of shape (out_channels, in_channels, kh, kw)."""
 
     fuses_relu = True
+    folds_batchnorm = True
 
     def __init__(self, out_channels, kernel_size, stride=1, padding=0, bias=True, name=None):
         super().__init__(name)
@@ -78,7 +79,7 @@ class Conv2D(Layer):
         return (*self.stride, *self.padding)
 
     def forward(self, k, slot, xs, y, train):
-        bias = slot.params["bias"] if self.bias else None
+        bias = slot.params.get("bias")      # a folded batch norm's too, where the plan folds one
         forward = algorithm_kernels(k, slot.algorithm)[0]
         forward(xs[0], slot.params["weight"], bias, y, *self._geometry(), slot.relu,
                 **slot.workspaces_for(forward, y.shape[0]))

@@ -30,6 +30,7 @@ class Add(Layer):
 
     n_inputs = None
     accumulates = True
+    fuses_relu = True       # the ReLU closing a residual block: applied in the same pass
 
     def output_shape(self, input_shapes):
         first = tuple(input_shapes[0])
@@ -40,15 +41,19 @@ class Add(Layer):
         return first
 
     def forward(self, k, slot, xs, y, train):
-        flat = [x.reshape(-1) for x in xs]
+        flat, out = [x.reshape(-1) for x in xs], y.reshape(-1)
         if len(flat) == 1:
-            k.copy_forward(flat[0], y.reshape(-1))
-            return
-        k.add_forward(flat[0], flat[1], y.reshape(-1))
-        for x in flat[2:]:
-            k.accumulate(y.reshape(-1), x)
+            k.copy_forward(flat[0], out)
+        else:
+            k.add_forward(flat[0], flat[1], out, slot.relu and len(flat) == 2)
+            for x in flat[2:]:
+                k.accumulate(out, x)
+        if slot.relu and len(flat) != 2:
+            k.relu_forward(out, out)
 
     def backward(self, k, slot, xs, y, dy, dxs):
+        if slot.relu:               # the gradient of the sum itself: dy where y > 0 (in place)
+            k.relu_backward(y.reshape(-1), dy.reshape(-1), dy.reshape(-1))
         for dx, add in zip(dxs, slot.accumulate):
             if dx is None:
                 continue

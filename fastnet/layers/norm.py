@@ -30,6 +30,7 @@ def _view3(a, n, c, length):
 
 
 class _BatchNorm(Layer):
+    is_batchnorm = True
     def __init__(self, eps=1e-5, momentum=0.1, name=None):
         super().__init__(name)
         if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
@@ -87,6 +88,13 @@ class _BatchNorm(Layer):
         else:
             k.batchnorm_forward_eval(x3, p["weight"], p["bias"], b["running_mean"],
                                      b["running_var"], self.eps, y3)
+
+    def fold(self, k, slot, weight, bias, folded_weight, folded_bias):
+        """Evaluation mode folded into the layer before it, y = weight @ x + bias (bias None: none):
+        the folded weight and bias give this layer's output directly (the plan's fusion)."""
+        p, b = slot.params, slot.buffers
+        k.batchnorm_fold(weight.reshape(weight.shape[0], -1), bias, p["weight"], p["bias"], b["running_mean"],
+                         b["running_var"], self.eps, folded_weight.reshape(weight.shape[0], -1), folded_bias)
 
     def backward(self, k, slot, xs, y, dy, dxs):
         x3 = self._as3d(xs[0])

@@ -109,10 +109,12 @@ def test_merge_kernels():
     dtype = np.float32
     a, b = randn(rng, 30, dtype), randn(rng, 30, dtype)
     y = np.empty_like(a)
-    kc.add_forward(a, b, y)
     yg = empty(a.shape, dtype)
-    kg.add_forward(dev(a), dev(b), yg)
-    same(yg, y)
+    for relu in (False, True):
+        kc.add_forward(a, b, y, relu)
+        kg.add_forward(dev(a), dev(b), yg, relu)
+        same(yg, y)
+        np.testing.assert_array_equal(y, np.maximum(a + b, 0) if relu else a + b)
     kc.accumulate(y, b)
     kg.accumulate(yg, dev(b))
     same(yg, y)

@@ -84,6 +84,69 @@ def test_batchnorm_running_statistics_match_torch_over_several_batches(shape, dt
         assert_close(model.predict(x), bn.eval()(torch.tensor(x)).numpy(), tol, "eval outputs")
 
 
+def _conv_bn_block():
+    """conv -> BN -> ReLU -> conv (with bias) -> BN, plus a conv -> BN shortcut, added, then ReLU:
+    a residual block whose three batch norms fold in evaluation, the first with its ReLU."""
+    x = fn.Input((3, 7, 6))
+    h = fn.ReLU(name="relu1")(fn.BatchNorm2D(name="bn1")(fn.Conv2D(4, 3, padding=1, bias=False, name="conv1")(x)))
+    h = fn.BatchNorm2D(name="bn2")(fn.Conv2D(4, 3, padding=1, name="conv2")(h))
+    shortcut = fn.BatchNorm2D(name="bn3")(fn.Conv2D(4, 1, bias=False, name="conv3")(x))
+    out = fn.ReLU(name="relu2")(fn.Add(name="add")(h, shortcut))
+    return fn.Graph(inputs=x, outputs=fn.Dense(3, name="fc")(fn.Flatten(name="flat")(out)))
+
+
+def _torch_block(torch):
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+            self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+            self.conv3, self.bn3 = nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4)
+            self.fc = nn.Linear(4 * 7 * 6, 3)
+
+        def forward(self, x):
+            h = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            return self.fc(torch.relu(h + self.bn3(self.conv3(x))).flatten(1))
+
+    return Block()
+
+
+@pytest.mark.parametrize("dtype, algorithm", [("float64", "im2col"), ("float64", "winograd"),
+                                              ("float64", "direct"), ("float32", "auto")])
+def test_batchnorm_folds_into_the_convolution_in_evaluation(dtype, algorithm):
+    torch = pytest.importorskip("torch")
+    model = _conv_bn_block().compile(batch_size=5, dtype=dtype, seed=1, conv_algorithm=algorithm,
+                                     optimizer=fn.SGD(0.1, momentum=0.9))
+    plan = model.plan
+    assert [(bn.prefix, conv.prefix, folded.relu) for bn, conv, folded, _ in plan.eval_folds] == [
+        ("bn1", "conv1", True), ("bn2", "conv2", False), ("bn3", "conv3", False)]
+    assert plan.fused_from and "in evaluation, folded" in model.summary()
+    # running statistics far from (0, 1), so that folding them is not a no-op
+    state = varied(model.state_dict(), seed=4)
+    rng = np.random.default_rng(5)
+    for name in state:
+        if name.endswith("running_var"):
+            state[name] = rng.uniform(0.3, 3.0, state[name].shape).astype(dtype)
+        elif name.endswith("running_mean"):
+            state[name] = rng.normal(size=state[name].shape).astype(dtype)
+    model.load_state_dict(state)
+    net = _torch_block(torch).to(getattr(torch, dtype))
+    net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()}, strict=False)
+    net.eval()
+    x = rng.normal(size=(7, 3, 7, 6)).astype(dtype)      # two batches, the second partial
+    tol = PARITY_TOL[dtype]
+    with torch.no_grad():
+        assert_close(model.predict(x), net(torch.from_numpy(x)).numpy(), tol, "folded eval outputs")
+    # training runs the layers unfolded (batch statistics): a step, then the folded weights follow
+    y = rng.integers(0, 3, 5)
+    model.train_step(x[:5], y)
+    net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()}, strict=False)
+    with torch.no_grad():
+        assert_close(model.predict(x), net(torch.from_numpy(x)).numpy(), tol, "after a step")
+
+
 def test_batchnorm_layer_contract():
     model = build(lambda: fn.BatchNorm2D(name="bn1"), (3, 4, 5), 4)
     state = model.state_dict()
@@ -192,3 +255,25 @@ def test_batchnorm_cuda_kernels_match_the_cpus(dtype, shape):
     kg.batchnorm_backward(dev(x), dev(dy), dev(weight), None, dweightg, dbiasg, dev(mean), dev(invstd))
     close(dweightg, dweight, dtype)
     close(dbiasg, dbias, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_batchnorm_fold_kernels(dtype, bias):
+    # The fold against its formula (float64), and CUDA's against the CPU's: a layer test folds only
+    # on the CPU (the simulator runs a whole network slowly).
+    rng = np.random.default_rng(10)
+    O, K = 5, 7
+    w, b = randn(rng, (O, K), dtype), (randn(rng, O, dtype) if bias else None)
+    gamma, beta, mean = randn(rng, O, dtype), randn(rng, O, dtype), randn(rng, O, dtype)
+    var = rng.uniform(0.2, 3, O).astype(dtype)
+    fw, fb = np.empty_like(w), np.empty(O, dtype)
+    kc.batchnorm_fold(w, b, gamma, beta, mean, var, 1e-5, fw, fb)
+    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + 1e-5)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(fw, w * scale[:, None], rtol=tol, atol=tol)
+    np.testing.assert_allclose(fb, ((b if bias else 0) - mean) * scale + beta, rtol=tol, atol=tol)
+    fwg, fbg = empty(w.shape, dtype), empty(O, dtype)
+    kg.batchnorm_fold(dev(w), dev(b) if bias else None, dev(gamma), dev(beta), dev(mean), dev(var), 1e-5, fwg, fbg)
+    close(fwg, fw, dtype)
+    close(fbg, fb, dtype)

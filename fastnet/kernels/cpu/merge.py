@@ -8,10 +8,12 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def add_forward(a, b, y):
-    """y = a + b."""
+def add_forward(a, b, y, relu):
+    """y = a + b, then max(y, 0) where relu (a ReLU fused into the Add: relu_forward's expression)."""
+    zero = y.dtype.type(0)
     for i in prange(y.size):
-        y[i] = a[i] + b[i]
+        v = a[i] + b[i]
+        y[i] = (v if v > zero else zero) if relu else v
 
 
 @njit(cache=True, parallel=True)

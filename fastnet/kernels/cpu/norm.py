@@ -101,6 +101,21 @@ def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, y):
             y[n, c, l] = (x[n, c, l] - m) * a + b
 
 
+@njit(cache=True)
+def batchnorm_fold(weight, bias, gamma, beta, running_mean, running_var, eps, folded_weight, folded_bias):
+    """The evaluation-mode batch norm after a layer y = weight @ x + bias, folded into it (bias None:
+    none): with a = gamma / sqrt(running_var + eps), as batchnorm_forward_eval,
+        folded_weight[o, k] = weight[o, k] * a[o],   folded_bias[o] = (bias[o] - running_mean[o]) * a[o] + beta[o].
+    weight and folded_weight (O, K): a convolution's (O, C, KH, KW) viewed flat."""
+    O, K = weight.shape
+    for o in range(O):
+        a = weight.dtype.type(gamma[o] / np.sqrt(running_var[o] + eps))
+        for k in range(K):
+            folded_weight[o, k] = weight[o, k] * a
+        b = weight.dtype.type(0) if bias is None else bias[o]
+        folded_bias[o] = (b - running_mean[o]) * a + beta[o]
+
+
 @njit(cache=True, parallel=True, fastmath=_REASSOC)
 def batchnorm_backward(x, dy, weight, dx, dweight, dbias, save_mean, save_invstd):
     """Training-mode backward: write dx (unless None: not wanted), dweight = sum(dy * xhat),

@@ -38,7 +38,13 @@ from .loss import (
 )
 from .memory import copy_in, copy_out, staging, to_host, zeros
 from .merge import accumulate, add_forward, copy_channels, fill
-from .norm import batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, batchnorm_workspace_shapes
+from .norm import (
+    batchnorm_backward,
+    batchnorm_fold,
+    batchnorm_forward_eval,
+    batchnorm_forward_train,
+    batchnorm_workspace_shapes,
+)
 from .optim import adam_update, sgd_update
 from .pool import (
     avgpool2d_backward,

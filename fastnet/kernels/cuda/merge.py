@@ -9,10 +9,12 @@ from .launch import grid_1d
 
 
 @cuda.jit(cache=True)
-def _add_kernel(a, b, y):
+def _add_kernel(a, b, y, relu):
     i = cuda.grid(1)
     if i < y.size:
-        y[i] = a[i] + b[i]
+        v = a[i] + b[i]
+        zero = y.dtype.type(0)
+        y[i] = (v if v > zero else zero) if relu else v
 
 
 @cuda.jit(cache=True)
@@ -47,10 +49,10 @@ def _copy_channels_kernel(src, src_offset, dst, dst_offset, count, accumulate):
 # ---- host side ----
 
 
-def add_forward(a, b, y):
-    """y = a + b."""
+def add_forward(a, b, y, relu):
+    """y = a + b, then max(y, 0) where relu."""
     blocks, threads = grid_1d(y.size)
-    _add_kernel[blocks, threads](a, b, y)
+    _add_kernel[blocks, threads](a, b, y, relu)
 
 
 def accumulate(dst, src):

@@ -7,7 +7,7 @@ Training forward and backward: one block per channel. Its threads take strided s
 channel's M = N * L values, each sums its share in float64, and a tree reduction in shared memory
 (launch.block_sum) adds the shares; then every thread normalises its share. The sums are added
 in another order than the CPU's loop (rounding-level differences in float64).
-Eval forward: one thread per element.
+Eval forward: one thread per element; the eval fold into a convolution, one per weight.
 """
 
 import math
@@ -67,6 +67,21 @@ def _batchnorm_forward_eval_kernel(x, weight, bias, running_mean, running_var, e
         m = running_mean[c]
         a = x.dtype.type(weight[c] / math.sqrt(running_var[c] + eps))
         y[n, c, l] = (x[n, c, l] - m) * a + bias[c]
+
+
+@cuda.jit(cache=True)
+def _batchnorm_fold_kernel(weight, bias, has_bias, gamma, beta, running_mean, running_var, eps,
+                           folded_weight, folded_bias):
+    O, K = weight.shape
+    idx = cuda.grid(1)
+    if idx < O * K:
+        o = idx // K
+        k = idx - o * K
+        a = weight.dtype.type(gamma[o] / math.sqrt(running_var[o] + eps))
+        folded_weight[o, k] = weight[o, k] * a
+        if k == 0:
+            b = bias[o] if has_bias else weight.dtype.type(0)
+            folded_bias[o] = (b - running_mean[o]) * a + beta[o]
 
 
 @cuda.jit(cache=True)
@@ -131,6 +146,15 @@ def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, y):
     blocks, threads = grid_1d(x.size)
     _batchnorm_forward_eval_kernel[blocks, threads](x, weight, bias, running_mean, running_var,
                                                     np.float64(eps), y)
+
+
+def batchnorm_fold(weight, bias, gamma, beta, running_mean, running_var, eps, folded_weight, folded_bias):
+    """The evaluation-mode batch norm after y = weight @ x + bias folded into that layer, as the CPU's
+    (bias None: none). One thread per weight entry."""
+    blocks, threads = grid_1d(weight.size)
+    has_bias = bias is not None
+    _batchnorm_fold_kernel[blocks, threads](weight, bias if has_bias else folded_bias, has_bias, gamma, beta,
+                                            running_mean, running_var, np.float64(eps), folded_weight, folded_bias)
 
 
 def batchnorm_backward(x, dy, weight, dx, dweight, dbias, save_mean, save_invstd):
