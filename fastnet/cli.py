@@ -33,6 +33,7 @@ def info():
         ("threading layer", numba.threading_layer()),
         ("blas threads", fastnet.threads.describe()),
         ("numba cache dir", numba.config.CACHE_DIR or "__pycache__ beside each kernel module"),
+        ("conv algorithms", _algorithm_choices()),
         ("blas", _blas()),
         ("matrix products", _products()),
         ("cuda", _cuda()),
@@ -40,6 +41,15 @@ def info():
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+def _algorithm_choices():
+    """Where compile's measured algorithm choices are cached, and what they chose."""
+    from fastnet import algorithms
+
+    chosen = [entry.get("choice") for entry in algorithms.cached_choices().values() if isinstance(entry, dict)]
+    counts = ", ".join(f"{name} {chosen.count(name)}" for name in sorted(set(chosen), key=str))
+    return f"{algorithms.cache_path()} ({len(chosen)} layer shapes measured{': ' + counts if chosen else ''})"
 
 
 def _blas():
@@ -114,6 +124,10 @@ def main(argv=None):
     t.add_argument("--device", choices=["cpu", "cuda"], default=DEFAULTS["device"],
                    help="cuda: train on the GPU (pip install 'fastnet[cuda]')")
     t.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    t.add_argument("--conv-algorithm", choices=["auto", "im2col", "direct", "winograd"],
+                   default=DEFAULTS["conv_algorithm"],
+                   help="each convolution's algorithm: auto (the fastest, measured once per machine and "
+                        "cached) or one forced where it applies (default auto)")
     t.add_argument("--download", action="store_true",
                    help="fetch a named data set that is not found (SHA-256 checked)")
     t.add_argument("--out", help="run folder (default runs/<timestamp>)")

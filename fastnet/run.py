@@ -31,7 +31,7 @@ ZOO = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn", "resne
 DEFAULTS = {"model": "cnn", "dataset": "fashion-mnist", "epochs": 3, "batch_size": 64,
             "optimizer": "adam", "lr": 2e-3, "momentum": 0.9, "weight_decay": 0.0,
             "schedule": "cosine", "warmup_steps": 0, "val_split": 0.0, "device": "cpu", "seed": 0,
-            "download": False, "augment": False}
+            "download": False, "augment": False, "conv_algorithm": "auto"}
 
 
 class Log:
@@ -103,7 +103,7 @@ def train(settings, out=None, resume=None):
         network = build_network(settings, classes, train_set[0].shape[1:])
         model = network.compile(train_set[0].shape[1:], settings["batch_size"],
                                 optimizer=build_optimizer(settings), device=settings["device"],
-                                seed=settings["seed"])
+                                seed=settings["seed"], conv_algorithm=settings.get("conv_algorithm", "auto"))
         model.schedule = build_schedule(settings, math.ceil(len(train_set[0]) / settings["batch_size"]))
         model.info = {"normalize": list(normalize), "dataset": settings["dataset"]}
         if settings.get("augment"):

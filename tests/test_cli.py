@@ -21,7 +21,8 @@ def run_fastnet(*args, env=None):
 def test_info_reports_versions_threads_and_blas():
     out = run_fastnet("info")
     assert out.returncode == 0, out.stderr
-    for field in ("fastnet", "numba", "numba threads", "threading layer", "blas", "matrix products", "cuda"):
+    for field in ("fastnet", "numba", "numba threads", "threading layer", "blas", "matrix products", "conv algorithms",
+                  "cuda"):
         assert f"\n{field} " in "\n" + out.stdout, f"`fastnet info` lacks {field!r}:\n{out.stdout}"
 
 

@@ -16,12 +16,22 @@ from .base import Layer, int_pair
 DEFAULT_ALGORITHM = "im2col"     # computes every convolution on every device
 
 
+_KERNEL_NAMES = {}     # algorithm -> its kernels' names, made once (a step formats no strings)
+
+
+def kernel_names(algorithm):
+    """(forward, backward, workspace_shapes) names of a convolution algorithm's kernels: im2col's
+    are conv2d_forward, ...; another algorithm a's conv2d_a_forward, ..."""
+    names = _KERNEL_NAMES.get(algorithm)
+    if names is None:
+        prefix = "conv2d" if algorithm in (None, DEFAULT_ALGORITHM) else f"conv2d_{algorithm}"
+        names = _KERNEL_NAMES[algorithm] = (f"{prefix}_forward", f"{prefix}_backward", f"{prefix}_workspace_shapes")
+    return names
+
+
 def algorithm_kernels(k, algorithm):
-    """(forward, backward, workspace_shapes) of a convolution algorithm in namespace k: im2col's are
-    k.conv2d_forward, ...; another algorithm a's k.conv2d_a_forward, ..."""
-    prefix = "conv2d" if algorithm in (None, DEFAULT_ALGORITHM) else f"conv2d_{algorithm}"
-    return (getattr(k, f"{prefix}_forward"), getattr(k, f"{prefix}_backward"),
-            getattr(k, f"{prefix}_workspace_shapes"))
+    """(forward, backward, workspace_shapes) of a convolution algorithm in namespace k."""
+    return tuple(getattr(k, name) for name in kernel_names(algorithm))
 
 
 class Conv2D(Layer):
@@ -65,7 +75,7 @@ class Conv2D(Layer):
         return k.conv2d_algorithms(*self._geometry_args(input_shapes))
 
     def workspace_shapes(self, input_shapes, k, algorithm=DEFAULT_ALGORITHM):
-        return algorithm_kernels(k, algorithm)[2](*self._geometry_args(input_shapes))
+        return getattr(k, kernel_names(algorithm)[2])(*self._geometry_args(input_shapes))
 
     def init_params(self, params, buffers, input_shapes, rng):
         # PyTorch's default: kaiming_uniform_(a=sqrt(5)) gives bound 1/sqrt(fan_in), bias the same.
@@ -80,13 +90,13 @@ class Conv2D(Layer):
 
     def forward(self, k, slot, xs, y, train):
         bias = slot.params.get("bias")      # a folded batch norm's too, where the plan folds one
-        forward = algorithm_kernels(k, slot.algorithm)[0]
+        forward = getattr(k, kernel_names(slot.algorithm)[0])
         forward(xs[0], slot.params["weight"], bias, y, *self._geometry(), slot.relu,
                 **slot.workspaces_for(forward, y.shape[0]))
 
     def backward(self, k, slot, xs, y, dy, dxs):
         db = slot.grads["bias"] if self.bias else None
-        backward = algorithm_kernels(k, slot.algorithm)[1]
+        backward = getattr(k, kernel_names(slot.algorithm)[1])
         backward(xs[0], slot.params["weight"], y, dy, slot.grads["weight"], db, dxs[0], *self._geometry(),
                  slot.relu, **slot.workspaces_for(backward, dy.shape[0]))
 
