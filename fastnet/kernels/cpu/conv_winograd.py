@@ -20,25 +20,38 @@ Backward is the exact adjoint of that computation (so a float64 gradient check h
                                              at the tile's place, the border dropped: dx.
 V is recomputed from x in backward (as the columns are in conv.py), not stored from the forward.
 
-The image is padded once per image into the thread's scratch (C, 2*TH + 2, 2*TW + 2), TH x TW the
-tiles (the output rounded up to even: a last partial tile reads zeros and writes only what is
-inside the output). Each thread owns a contiguous block of images, taken in chunks of up to
-`chunk_images` images so that one chunk's V and M stay near the core's cache.
+The tile transforms run on vectors of WIDTH = 8 channels (vector.py: LLVM left them scalar in
+every layout tried), so the channels are the innermost axis of everything they touch, rounded up
+to Cp = C and Op = O rounded up to a multiple of WIDTH: whole vectors, no remainder loop. Each
+image is copied into the thread's channel-last scratch (TH x TW the tiles, the output rounded up to
+even: a last partial tile reads zeros and writes only what is inside the output)
+    padded[t, 0] (2TH + 2, 2TW + 2, Cp): the image inside its zero border, zeros in channels past C,
+with its channels gathered from NCHW x (vector.gather); the border and the extra channels are
+zeroed once per call, not per image. V and M are (16, rows, Cp) and (16, rows, Op); the products
+read and write their [:tiles, :C] and [:tiles, :O] views (BLAS takes the longer rows as the
+leading dimension). The output transform stores each output pixel's lanes into NCHW y
+(vector.scatter, only the pixels inside the output); backward gathers dy's lanes the same way,
+adds each tile's B dV B^T into a second channel-last image padded[t, 1] (zeroed per image) and
+scatters its inside to NCHW dx. Each thread owns a contiguous block of images, taken in chunks of
+up to `chunk_images` images so that one chunk's V and M stay near the core's cache.
 
 Workspaces (conv2d_winograd_workspace_shapes), no batch axis: u (16, C, O) the transformed filters
-(one for all threads); per thread (leading axis T = matmul.BLOCKS): padded (C, 2TH+2, 2TW+2),
-v (16, tiles + 1, C), m (16, tiles + 1, O) with tiles = chunk images * TH * TW, and for backward
-partial and product (16, C, O), the thread's dU sum and one chunk's product. The spare row of v and
-m keeps their 16 planes off strides of a multiple of 4 KiB: at 64 channels and 128 tiles the
-input transform's 16 store streams otherwise fell into the same cache sets and ran 4x slower.
+(one for all threads); per thread (leading axis T = matmul.BLOCKS): padded (2, 2TH+2, 2TW+2, Cp),
+v (16, rows, Cp), m (16, rows, Op) with rows >= chunk images * TH * TW, and for backward partial
+and product (16, C, O), the thread's dU sum and one chunk's product. rows is chosen so that a
+plane of v (and of m) is an odd multiple of 256 bytes in float32 past a multiple of 4 KiB
+(_rows): the transforms' 16 streams, one per plane, then fall into 16 different cache sets. Planes
+a multiple of 4 KiB apart (64 channels, 128 tiles: rows 128 against 129) made the input transform
+and its adjoint 2x slower; 512 bytes past one (16 channels at 28x28: rows 392 against 396), 13%.
 """
 
 from numba import njit, prange
 
 from ..shapes import conv2d_output_hw
 from ..workspace import WorkspaceSpec
-from .conv import pad_image, relu_mask_in_place
+from .conv import relu_mask_in_place
 from .matmul import BLOCKS, matmul
+from .vector import WIDTH, gather, load, maximum, scatter, splat, store
 
 TILE_ROWS_PER_CHUNK = 256   # tiles in one chunk of images, about: V and M of cnn's second conv ~1 MB
 
@@ -54,14 +67,31 @@ def _tiles(H, W, ph, pw):
     return (OH + 1) // 2, (OW + 1) // 2
 
 
+def _round_up(n):
+    """n rounded up to whole vectors."""
+    return -(-n // WIDTH) * WIDTH
+
+
+def _rows(tiles, channels):
+    """The fewest rows >= tiles with rows * channels * 4 bytes an odd multiple of 256 past a
+    multiple of 4096 (see the module's docstring); where channels * 4 is itself a multiple of 512
+    (channels a multiple of 128), the least power of two there can be: an odd rows."""
+    twos = (channels * 4 & -(channels * 4)).bit_length() - 1       # channels * 4 = 2^twos * odd
+    step = 1 << max(0, 8 - twos)
+    rows = max(tiles, 1)
+    while rows % step != 0 or (rows // step) % 2 == 0:
+        rows += 1
+    return rows
+
+
 def conv2d_winograd_workspace_shapes(C, H, W, O, KH, KW, sh, sw, ph, pw):
     """name -> WorkspaceSpec, no batch axis: u (16, C, O); per thread padded, v, m, partial,
     product (see the module's docstring)."""
     TH, TW = _tiles(H, W, ph, pw)
-    chunk_images = max(1, min(8, -(-TILE_ROWS_PER_CHUNK // (TH * TW))))
-    rows = chunk_images * TH * TW + 1        # a spare row: see the module's docstring
-    shapes = {"u": (16, C, O), "padded": (BLOCKS, C, 2 * TH + 2, 2 * TW + 2),
-              "v": (BLOCKS, 16, rows, C), "m": (BLOCKS, 16, rows, O),
+    Cp, Op = _round_up(C), _round_up(O)
+    tiles = max(1, min(8, -(-TILE_ROWS_PER_CHUNK // (TH * TW)))) * TH * TW
+    shapes = {"u": (16, C, O), "padded": (BLOCKS, 2, 2 * TH + 2, 2 * TW + 2, Cp),
+              "v": (BLOCKS, 16, _rows(tiles, Cp), Cp), "m": (BLOCKS, 16, _rows(tiles, Op), Op),
               "partial": (BLOCKS, 16, C, O), "product": (BLOCKS, 16, C, O)}
     return {name: WorkspaceSpec(shape, per_sample=False) for name, shape in shapes.items()}
 
@@ -155,68 +185,103 @@ def _thread_sum(partial, xi, c, o):
 
 
 @njit(cache=True)
-def _input_transform(padded, v, first, TH, TW):
-    """v[xi, first + tile, c] = (B^T d B)[xi] for every tile of one padded image, d the tile's 4x4
-    input: B^T down each of d's columns, then along the rows."""
-    C = padded.shape[0]
-    for i in range(TH):
-        for j in range(TW):
-            t = first + i * TW + j
-            r, q = 2 * i, 2 * j
-            for c in range(C):
-                d = padded[c]
-                c0 = _bt(d[r, q], d[r + 1, q], d[r + 2, q], d[r + 3, q])
-                c1 = _bt(d[r, q + 1], d[r + 1, q + 1], d[r + 2, q + 1], d[r + 3, q + 1])
-                c2 = _bt(d[r, q + 2], d[r + 1, q + 2], d[r + 2, q + 2], d[r + 3, q + 2])
-                c3 = _bt(d[r, q + 3], d[r + 1, q + 3], d[r + 2, q + 3], d[r + 3, q + 3])
-                for k in range(4):
-                    row = _bt(c0[k], c1[k], c2[k], c3[k])
-                    v[4 * k + 0, t, c] = row[0]
-                    v[4 * k + 1, t, c] = row[1]
-                    v[4 * k + 2, t, c] = row[2]
-                    v[4 * k + 3, t, c] = row[3]
+def _pad_image(x, n, padded, ph, pw):
+    """padded[h + ph, w + pw, c] = x[n, c, h, w] for the channels c < Cp (0 past C): NCHW to the
+    channel-last scratch, whose border the caller has zeroed."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    for h in range(H):
+        for w in range(W):
+            for c in range(0, padded.shape[2], WIDTH):
+                store(padded, (h + ph, w + pw, c), gather(x, (n, c, h, w), C - c))
+
+
+@njit(cache=True, inline="always")
+def _store_row(v, xi, t, c, row):
+    """v[xi + l, t, c:c + WIDTH] = row[l] for l < 4: one row of a transformed 4x4 tile."""
+    store(v, (xi, t, c), row[0])
+    store(v, (xi + 1, t, c), row[1])
+    store(v, (xi + 2, t, c), row[2])
+    store(v, (xi + 3, t, c), row[3])
 
 
 @njit(cache=True)
-def _input_adjoint(dv, first, padded, TH, TW):
-    """padded += B dV B^T at each tile's place (tiles overlap by 2, so their parts add): the adjoint
-    of _input_transform into a zeroed padded image."""
-    C = padded.shape[0]
-    padded[...] = padded.dtype.type(0)
+def _input_transform(padded, v, first, TH, TW):
+    """v[xi, first + tile, c] = (B^T d B)[xi] for every tile of one padded image, d the tile's 4x4
+    input: B^T down each of d's columns, then along the rows; WIDTH channels at a time."""
     for i in range(TH):
         for j in range(TW):
             t = first + i * TW + j
             r, q = 2 * i, 2 * j
-            for c in range(C):
-                d = padded[c]
-                c0 = _b(dv[0, t, c], dv[4, t, c], dv[8, t, c], dv[12, t, c])
-                c1 = _b(dv[1, t, c], dv[5, t, c], dv[9, t, c], dv[13, t, c])
-                c2 = _b(dv[2, t, c], dv[6, t, c], dv[10, t, c], dv[14, t, c])
-                c3 = _b(dv[3, t, c], dv[7, t, c], dv[11, t, c], dv[15, t, c])
-                for k in range(4):
-                    row = _b(c0[k], c1[k], c2[k], c3[k])
-                    d[r + k, q] += row[0]
-                    d[r + k, q + 1] += row[1]
-                    d[r + k, q + 2] += row[2]
-                    d[r + k, q + 3] += row[3]
+            for c in range(0, padded.shape[2], WIDTH):
+                c0 = _bt(load(padded, (r, q, c)), load(padded, (r + 1, q, c)),
+                         load(padded, (r + 2, q, c)), load(padded, (r + 3, q, c)))
+                c1 = _bt(load(padded, (r, q + 1, c)), load(padded, (r + 1, q + 1, c)),
+                         load(padded, (r + 2, q + 1, c)), load(padded, (r + 3, q + 1, c)))
+                c2 = _bt(load(padded, (r, q + 2, c)), load(padded, (r + 1, q + 2, c)),
+                         load(padded, (r + 2, q + 2, c)), load(padded, (r + 3, q + 2, c)))
+                c3 = _bt(load(padded, (r, q + 3, c)), load(padded, (r + 1, q + 3, c)),
+                         load(padded, (r + 2, q + 3, c)), load(padded, (r + 3, q + 3, c)))
+                _store_row(v, 0, t, c, _bt(c0[0], c1[0], c2[0], c3[0]))
+                _store_row(v, 4, t, c, _bt(c0[1], c1[1], c2[1], c3[1]))
+                _store_row(v, 8, t, c, _bt(c0[2], c1[2], c2[2], c3[2]))
+                _store_row(v, 12, t, c, _bt(c0[3], c1[3], c2[3], c3[3]))
+
+
+@njit(cache=True, inline="always")
+def _add_row(grad, r, q, c, row):
+    """grad[r, q + l, c:c + WIDTH] += row[l] for l < 4."""
+    store(grad, (r, q, c), load(grad, (r, q, c)) + row[0])
+    store(grad, (r, q + 1, c), load(grad, (r, q + 1, c)) + row[1])
+    store(grad, (r, q + 2, c), load(grad, (r, q + 2, c)) + row[2])
+    store(grad, (r, q + 3, c), load(grad, (r, q + 3, c)) + row[3])
+
+
+@njit(cache=True)
+def _input_adjoint(dv, first, grad, TH, TW):
+    """grad = the sum of B dV B^T at each tile's place (tiles overlap by 2, so their parts add):
+    the adjoint of _input_transform, into grad (2TH + 2, 2TW + 2, Cp), zeroed first."""
+    grad[...] = grad.dtype.type(0)
+    for i in range(TH):
+        for j in range(TW):
+            t = first + i * TW + j
+            r, q = 2 * i, 2 * j
+            for c in range(0, grad.shape[2], WIDTH):
+                c0 = _b(load(dv, (0, t, c)), load(dv, (4, t, c)), load(dv, (8, t, c)), load(dv, (12, t, c)))
+                c1 = _b(load(dv, (1, t, c)), load(dv, (5, t, c)), load(dv, (9, t, c)), load(dv, (13, t, c)))
+                c2 = _b(load(dv, (2, t, c)), load(dv, (6, t, c)), load(dv, (10, t, c)), load(dv, (14, t, c)))
+                c3 = _b(load(dv, (3, t, c)), load(dv, (7, t, c)), load(dv, (11, t, c)), load(dv, (15, t, c)))
+                _add_row(grad, r, q, c, _b(c0[0], c1[0], c2[0], c3[0]))
+                _add_row(grad, r + 1, q, c, _b(c0[1], c1[1], c2[1], c3[1]))
+                _add_row(grad, r + 2, q, c, _b(c0[2], c1[2], c2[2], c3[2]))
+                _add_row(grad, r + 3, q, c, _b(c0[3], c1[3], c2[3], c3[3]))
+
+
+@njit(cache=True)
+def _unpad_image(grad, dx, n, ph, pw):
+    """dx[n, c, h, w] = grad[h + ph, w + pw, c]: the inside of the channel-last gradient to NCHW."""
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    for h in range(H):
+        for w in range(W):
+            for c in range(0, grad.shape[2], WIDTH):
+                scatter(dx, (n, c, h, w), load(grad, (h + ph, w + pw, c)), C - c)
 
 
 @njit(cache=True)
 def _output_transform(m, first, b, y, n, relu, TH, TW):
     """y[n, o] at each tile = A^T M A (+ b[o], then max(., 0) where relu), the parts of a last
-    partial tile that fall outside the output dropped."""
+    partial tile that fall outside the output dropped; WIDTH channels at a time."""
     O, OH, OW = y.shape[1], y.shape[2], y.shape[3]
-    zero = y.dtype.type(0)
-    for i in range(TH):
-        for j in range(TW):
-            t = first + i * TW + j
-            r, q = 2 * i, 2 * j
-            for o in range(O):
-                c0 = _at(m[0, t, o], m[4, t, o], m[8, t, o], m[12, t, o])
-                c1 = _at(m[1, t, o], m[5, t, o], m[9, t, o], m[13, t, o])
-                c2 = _at(m[2, t, o], m[6, t, o], m[10, t, o], m[14, t, o])
-                c3 = _at(m[3, t, o], m[7, t, o], m[11, t, o], m[15, t, o])
-                bias = zero if b is None else b[o]
+    zero = splat(y.dtype.type(0))
+    for o in range(0, m.shape[2], WIDTH):
+        bias = zero if b is None else gather(b.reshape(1, O), (0, o), O - o)
+        for i in range(TH):
+            for j in range(TW):
+                t = first + i * TW + j
+                r, q = 2 * i, 2 * j
+                c0 = _at(load(m, (0, t, o)), load(m, (4, t, o)), load(m, (8, t, o)), load(m, (12, t, o)))
+                c1 = _at(load(m, (1, t, o)), load(m, (5, t, o)), load(m, (9, t, o)), load(m, (13, t, o)))
+                c2 = _at(load(m, (2, t, o)), load(m, (6, t, o)), load(m, (10, t, o)), load(m, (14, t, o)))
+                c3 = _at(load(m, (3, t, o)), load(m, (7, t, o)), load(m, (11, t, o)), load(m, (15, t, o)))
                 for k in range(2):
                     if r + k >= OH:
                         break
@@ -225,33 +290,31 @@ def _output_transform(m, first, b, y, n, relu, TH, TW):
                         if q + l < OW:
                             value = row[l] + bias
                             if relu:
-                                value = value if value > zero else zero
-                            y[n, o, r + k, q + l] = value
+                                value = maximum(value, zero)
+                            scatter(y, (n, o, r + k, q + l), value, O - o)
 
 
 @njit(cache=True)
 def _output_adjoint(dy, n, dm, first, TH, TW):
     """dm[xi, first + tile, o] = (A dY A^T)[xi], dY the tile's 2x2 of dy[n, o] (0 outside the
-    output): the adjoint of _output_transform's A^T M A."""
+    output, and in the channels past O): the adjoint of _output_transform's A^T M A."""
     O, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
-    zero = dy.dtype.type(0)
+    zero = splat(dy.dtype.type(0))
     for i in range(TH):
         for j in range(TW):
             t = first + i * TW + j
             r, q = 2 * i, 2 * j
-            for o in range(O):
-                g00 = dy[n, o, r, q]
-                g01 = dy[n, o, r, q + 1] if q + 1 < OW else zero
-                g10 = dy[n, o, r + 1, q] if r + 1 < OH else zero
-                g11 = dy[n, o, r + 1, q + 1] if r + 1 < OH and q + 1 < OW else zero
+            for o in range(0, dm.shape[2], WIDTH):
+                g00 = gather(dy, (n, o, r, q), O - o)
+                g01 = gather(dy, (n, o, r, q + 1), O - o) if q + 1 < OW else zero
+                g10 = gather(dy, (n, o, r + 1, q), O - o) if r + 1 < OH else zero
+                g11 = gather(dy, (n, o, r + 1, q + 1), O - o) if r + 1 < OH and q + 1 < OW else zero
                 c0 = _a(g00, g10)         # A down each of dY's two columns
                 c1 = _a(g01, g11)
-                for k in range(4):
-                    row = _a(c0[k], c1[k])
-                    dm[4 * k + 0, t, o] = row[0]
-                    dm[4 * k + 1, t, o] = row[1]
-                    dm[4 * k + 2, t, o] = row[2]
-                    dm[4 * k + 3, t, o] = row[3]
+                _store_row(dm, 0, t, o, _a(c0[0], c1[0]))
+                _store_row(dm, 4, t, o, _a(c0[1], c1[1]))
+                _store_row(dm, 8, t, o, _a(c0[2], c1[2]))
+                _store_row(dm, 12, t, o, _a(c0[3], c1[3]))
 
 
 # -- the kernels ---------------------------------------------------------------------------------
@@ -260,22 +323,23 @@ def _output_adjoint(dy, n, dm, first, TH, TW):
 def conv2d_winograd_forward(x, w, b, y, sh, sw, ph, pw, relu, u, padded, v, m):
     """y = conv2d(x, w) + b (b None: no bias), then max(y, 0) where relu, as conv2d_forward; w 3x3,
     stride 1 (sh, sw are 1: taken for the common signature)."""
-    N = x.shape[0]
+    N, C, O = x.shape[0], x.shape[1], y.shape[1]
     TH, TW = (y.shape[2] + 1) // 2, (y.shape[3] + 1) // 2
     per_image = TH * TW
-    chunk = (v.shape[2] - 1) // per_image
+    chunk = min(v.shape[2], m.shape[2]) // per_image
     T = padded.shape[0]
     _filter_transform(w, u)
     for t in prange(T):
+        padded[t, 0] = padded.dtype.type(0)      # the border and the channels past C, once
         start, stop = N * t // T, N * (t + 1) // T
         for n0 in range(start, stop, chunk):
             n1 = min(n0 + chunk, stop)
             tiles = (n1 - n0) * per_image
             for n in range(n0, n1):
-                pad_image(x, n, padded[t], ph, pw)
-                _input_transform(padded[t], v[t], (n - n0) * per_image, TH, TW)
+                _pad_image(x, n, padded[t, 0], ph, pw)
+                _input_transform(padded[t, 0], v[t], (n - n0) * per_image, TH, TW)
             for xi in range(16):
-                matmul(v[t, xi, :tiles], u[xi], m[t, xi, :tiles])
+                matmul(v[t, xi, :tiles, :C], u[xi], m[t, xi, :tiles, :O])
             for n in range(n0, n1):
                 _output_transform(m[t], (n - n0) * per_image, b, y, n, relu, TH, TW)
 
@@ -291,11 +355,12 @@ def conv2d_winograd_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, u, p
     OH, OW = dy.shape[2], dy.shape[3]
     TH, TW = (OH + 1) // 2, (OW + 1) // 2
     per_image = TH * TW
-    chunk = (v.shape[2] - 1) // per_image
+    chunk = min(v.shape[2], m.shape[2]) // per_image
     T = padded.shape[0]
     _filter_transform(w, u)
     for t in prange(T):
         partial[t] = dw.dtype.type(0)
+        padded[t, 0] = padded.dtype.type(0)      # the border and the channels past C, once
         start, stop = N * t // T, N * (t + 1) // T
         for n0 in range(start, stop, chunk):
             n1 = min(n0 + chunk, stop)
@@ -303,23 +368,20 @@ def conv2d_winograd_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, u, p
             for n in range(n0, n1):
                 if relu:
                     relu_mask_in_place(y[n].reshape(O, OH * OW), dy[n].reshape(O, OH * OW))
-                pad_image(x, n, padded[t], ph, pw)
-                _input_transform(padded[t], v[t], (n - n0) * per_image, TH, TW)
+                _pad_image(x, n, padded[t, 0], ph, pw)
+                _input_transform(padded[t, 0], v[t], (n - n0) * per_image, TH, TW)
                 _output_adjoint(dy, n, m[t], (n - n0) * per_image, TH, TW)
             for xi in range(16):
-                matmul(v[t, xi, :tiles].T, m[t, xi, :tiles], product[t, xi])
+                matmul(v[t, xi, :tiles, :C].T, m[t, xi, :tiles, :O], product[t, xi])
                 for c in range(C):
                     for o in range(O):
                         partial[t, xi, c, o] += product[t, xi, c, o]
             if dx is not None:
                 for xi in range(16):        # V is done with: dV takes its place
-                    matmul(m[t, xi, :tiles], u[xi].T, v[t, xi, :tiles])
+                    matmul(m[t, xi, :tiles, :O], u[xi].T, v[t, xi, :tiles, :C])
                 for n in range(n0, n1):
-                    _input_adjoint(v[t], (n - n0) * per_image, padded[t], TH, TW)
-                    for c in range(C):
-                        for h in range(dx.shape[2]):
-                            for col in range(dx.shape[3]):
-                                dx[n, c, h, col] = padded[t, c, h + ph, col + pw]
+                    _input_adjoint(v[t], (n - n0) * per_image, padded[t, 1], TH, TW)
+                    _unpad_image(padded[t, 1], dx, n, ph, pw)
     _filter_adjoint(partial, dw)
     if db is not None:
         for o in prange(O):
