@@ -189,6 +189,7 @@ def measure(name, batch, rounds, with_numpy, device="cpu", steps=None):
             if peer != "fastnet":
                 row[f"vs_{peer}"] = row["fastnet"] / row[peer]
         row["gflop_per_image"] = flops_per_image(model, train=mode == "train") / 1e9
+        row["algorithms"] = getattr(model, "algorithms", {})    # what compile chose for each conv
         results.append(row)
     return model, results
 
@@ -391,6 +392,12 @@ def table(report):
         lines.append("| " + " | ".join(cells + roofline_cells(r)) + " |")
     notes = [f"Note: {line}." for line in report.get("notices", [])]
     lines += [""] + notes + ([""] if notes else [])
+    chosen = {(r["model"], r["batch"]): r["algorithms"] for r in rows if r.get("algorithms")}
+    if chosen:
+        lines.append("Convolution algorithms compile chose (layer: algorithm):")
+        lines += [f"- {name} at batch {batch}: " + ", ".join(f"{layer} {a}" for layer, a in algorithms.items())
+                  for (name, batch), algorithms in chosen.items()]
+        lines.append("")
     lines.append("| model | first step, cold cache | warm cache |")
     lines.append("|---|---|---|")
     for r in report["first_step"]:

@@ -72,6 +72,10 @@ def test_without_jax_the_table_leaves_it_out_and_says_so(tmp_path):
     results = (tmp_path / "R.md").read_text()
     assert "Note: jax: not installed" in results and "jax img/s" not in results
     assert "note: jax: not installed" in stdout
+    # the tiny model's convolution: the algorithm compile chose, in the JSON and the table
+    (row, *_) = report["throughput"]
+    assert set(row["algorithms"].values()) <= set(fn.algorithms.NAMES) and row["algorithms"]
+    assert "Convolution algorithms compile chose" in results
 
 
 def test_the_cuda_benchmark_runs_on_the_simulator(tmp_path):
