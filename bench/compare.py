@@ -428,7 +428,9 @@ def write_results(report, path):
             "Training: forward, backward, SGD with momentum 0.9. Inference: forward only. Images/s are "
             "medians over alternating rounds in one process; `vs` is fastnet / peer. GFLOP/s counts the "
             "GEMM work (training: forward, weight gradient, and the input gradient where one is computed, "
-            f"i.e. not the first layer's); {roofline} The NumPy peer is bench/numpy_net.py (vectorised "
+            "i.e. not the first layer's), a convolution's as a direct convolution's whatever algorithm "
+            "runs it (Winograd does fewer multiplications, so a model can pass 100% of the roofline); "
+            f"{roofline} The NumPy peer is bench/numpy_net.py (vectorised "
             "im2col, cs231n-style); the JAX peer bench/jax_net.py (jit-compiled).\n\n"
             + table(report) + "\n")
     with open(path, "w") as f:
