@@ -8,6 +8,10 @@ with a channel axis (N, 1, 28, 28), labels int64.
 A name is looked for, in order, in `root`, `root`/<name>, $FASTNET_DATA/<name>, ~/.cache/fastnet/<name> and
 /usr/share/datasets/<name> (where Debian's dataset-fashion-mnist package puts Fashion-MNIST).
 A folder holds the four IDX files under their usual names, raw or gzipped.
+
+A path may also be a Keras-style `.npz` file (x_train, y_train, x_test, y_test: see data/npz.py)
+or a folder of images, one subfolder per class, as torchvision's ImageFolder (train/ and test/, or
+one folder split by a seeded fraction: see data/images.py; `class_names(path)` gives the classes).
 """
 
 import hashlib
@@ -19,9 +23,12 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import DataError
+from . import images
 from .idx import load_idx, save_idx
+from .npz import load_npz
 
-__all__ = ["load", "fetch", "standardize", "split", "load_idx", "save_idx", "search_paths", "NAMES", "SOURCES"]
+__all__ = ["load", "fetch", "standardize", "split", "load_idx", "save_idx", "load_npz", "class_names",
+           "search_paths", "NAMES", "SOURCES"]
 
 NAMES = ("fashion-mnist", "mnist", "kmnist")
 FILES = {
@@ -62,28 +69,54 @@ def search_paths(name, root=None):
     return paths
 
 
-def load(name_or_path, root=None, download=False):
-    """((x_train, y_train), (x_test, y_test)) of an MNIST-like data set, by name or folder.
-    download=True fetches a named set that is not found (see `fetch`)."""
+def load(name_or_path, root=None, download=False, resize=None, test_fraction=0.2, seed=0):
+    """((x_train, y_train), (x_test, y_test)) of an MNIST-like data set: by name, or the path of
+    a folder of IDX files, an .npz file or a folder of images per class.
+    download=True fetches a named set that is not found (see `fetch`). resize=(H, W), and the
+    seeded test_fraction held out where an image folder has no test/, apply to image folders."""
     name = os.fspath(name_or_path)
     if name in NAMES:
         folders = search_paths(name, root)
     elif os.path.isdir(name):
+        if not _has_files(name) and images.is_image_folder(name):
+            return images.load_image_folder(name, resize=resize, test_fraction=test_fraction, seed=seed)
         folders = [name]
+    elif os.path.isfile(name):
+        _no_resize(name, resize)
+        return load_npz(name)
     else:
-        raise DataError(f"unknown data set {name!r}: expected one of {', '.join(NAMES)} "
-                        f"or a folder holding the four IDX files")
+        raise DataError(f"unknown data set {name!r}: expected one of {', '.join(NAMES)}, a folder holding "
+                        f"the four IDX files or one subfolder of images per class, or an .npz file")
+    _no_resize(name, resize)
     for folder in folders:
         if _has_files(folder):
             return _load_folder(folder)
     if download and name in NAMES:
         return _load_folder(fetch(name, root))
+    if name not in NAMES:
+        raise DataError(f"{name}: neither the four IDX files ({', '.join(FILES.values())}, raw or .gz) "
+                        f"nor one subfolder of images (PNG or JPEG) per class")
     tried = "\n  ".join(folders)
     hint = (" (on Debian/Ubuntu: apt-get install dataset-fashion-mnist)" if name == "fashion-mnist"
             else "")
     raise DataError(f"data set {name!r} not found; looked for {', '.join(FILES.values())} "
                     f"(raw or .gz) in:\n  {tried}\nPut the files in one of those folders{hint}"
                     f"{', or pass download=True (--download)' if name in SOURCES else ''}.")
+
+
+def class_names(name_or_path):
+    """The names of a data set's classes where it has them (an image folder's class folders,
+    sorted: label i is the i-th), else None."""
+    name = os.fspath(name_or_path)
+    if name not in NAMES and os.path.isdir(name) and not _has_files(name) and images.is_image_folder(name):
+        return images.class_names(name)
+    return None
+
+
+def _no_resize(name, resize):
+    if resize is not None:
+        raise DataError(f"{name}: resize applies to folders of images only; IDX and .npz images are "
+                        f"used at the size they are stored")
 
 
 def standardize(x, *others, mean=None, std=None):
