@@ -107,7 +107,10 @@ def main(argv=None):
     t.add_argument("--model", default=DEFAULTS["model"],
                    help=f"{' | '.join(sorted(ZOO))} | PATH.toml (a network spec file)")
     t.add_argument("--dataset", default=DEFAULTS["dataset"],
-                   help="fashion-mnist, mnist, kmnist, or a folder holding the four IDX files")
+                   help="fashion-mnist, mnist, kmnist, a folder holding the four IDX files, an .npz file "
+                        "(x_train, y_train, x_test, y_test) or a folder of images, one subfolder per class")
+    t.add_argument("--resize", type=_size, default=None, metavar="HxW",
+                   help="resize every image of an image folder to H x W (e.g. 28x28 or 32)")
     t.add_argument("--epochs", type=int, default=None, help=f"(default {DEFAULTS['epochs']})")
     t.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=DEFAULTS["optimizer"])
@@ -160,6 +163,19 @@ def main(argv=None):
         print(f"fastnet: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _size(text):
+    """--resize HxW (or N for N x N) -> [H, W]."""
+    try:
+        size = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        size = []
+    if len(size) == 1:
+        size *= 2
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW (two positive integers, e.g. 28x28) or N, got {text!r}")
+    return size
 
 
 def bench(argv):

@@ -31,7 +31,7 @@ ZOO = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn", "resne
 DEFAULTS = {"model": "cnn", "dataset": "fashion-mnist", "epochs": 3, "batch_size": 64,
             "optimizer": "adam", "lr": 2e-3, "momentum": 0.9, "weight_decay": 0.0,
             "schedule": "cosine", "warmup_steps": 0, "val_split": 0.0, "device": "cpu", "seed": 0,
-            "download": False, "augment": False, "conv_algorithm": "auto"}
+            "download": False, "augment": False, "conv_algorithm": "auto", "resize": None}
 
 
 class Log:
@@ -49,7 +49,8 @@ class Log:
 def load_data(settings, normalize=None):
     """(train, val, test) as (x, y) pairs, standardised; and the (mean, std) used."""
     (x_train, y_train), (x_test, y_test) = datasets.load(settings["dataset"],
-                                                         download=settings.get("download", False))
+                                                         download=settings.get("download", False),
+                                                         resize=settings.get("resize"))
     mean, std = normalize if normalize is not None else (None, None)
     x_train, x_test, normalize = datasets.standardize(x_train, x_test, mean=mean, std=std)
     val = None
@@ -99,13 +100,18 @@ def train(settings, out=None, resume=None):
     else:
         folder = out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
         train_set, val, test, normalize = load_data(settings)
-        classes = int(max(train_set[1].max(), test[1].max())) + 1
+        names = datasets.class_names(settings["dataset"])     # an image folder's class folders
+        classes = max(int(max(train_set[1].max(), test[1].max())) + 1, len(names or ()))
         network = build_network(settings, classes, train_set[0].shape[1:])
         model = network.compile(train_set[0].shape[1:], settings["batch_size"],
                                 optimizer=build_optimizer(settings), device=settings["device"],
                                 seed=settings["seed"], conv_algorithm=settings.get("conv_algorithm", "auto"))
         model.schedule = build_schedule(settings, math.ceil(len(train_set[0]) / settings["batch_size"]))
         model.info = {"normalize": list(normalize), "dataset": settings["dataset"]}
+        if names:
+            model.info["classes"] = names
+        if settings.get("resize"):
+            model.info["resize"] = list(settings["resize"])
         if settings.get("augment"):
             # Shift by up to 2 pixels (padding with black, standardised) and flip left-right.
             model.augment = Augment(pad=2, flip=True, fill=(0.0 - normalize[0]) / normalize[1],
@@ -148,7 +154,7 @@ def evaluate(path, dataset=None, batch_size=256):
     name = dataset or model.info.get("dataset")
     if name is None:
         raise DataError(f"{path} does not say which data set it was trained on; pass --dataset")
-    _, _, (x, y), _ = load_data({"dataset": name, "val_split": 0, "seed": 0},
+    _, _, (x, y), _ = load_data({"dataset": name, "val_split": 0, "seed": 0, "resize": model.info.get("resize")},
                                 tuple(model.info.get("normalize", (0.0, 1.0))))
     result = model.evaluate(x, y)
     predicted = model.predict(x).argmax(axis=1)
