@@ -326,6 +326,8 @@ def test_hidden_files_and_files_beside_the_class_folders_are_skipped(tmp_path):
     write_folder(tmp_path, per_class=1)
     (tmp_path / "train" / "cat" / ".DS_Store").write_bytes(b"\x00\x01junk")
     (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "train" / "cat" / ".thumbnails").mkdir()
+    (tmp_path / "train" / "cat" / ".thumbnails" / "00.png").write_text("not read")
     (tmp_path / "train" / "README.txt").write_text("two classes")
     write_image(tmp_path / "train" / "dog" / "more" / "9.png", np.zeros((6, 5), np.uint8))  # nested: counted
     (x_train, y_train), _ = datasets.load(tmp_path)
