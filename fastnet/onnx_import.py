@@ -261,16 +261,15 @@ class _Importer:
         return (self.const(node, index, what), node.input[index])
 
     def _proposed_names(self, layers):
-        """{id(layer): P} where every weight of the layer is named "P.<short>" in the file."""
+        """{id(layer): P} for each layer whose weights are all named "P.<short>" in the file."""
         proposed = {}
         for layer in layers:
             weights = self.weights.get(id(layer), {})
-            prefixes = {name[:-len(short) - 1] for short, (_, name) in weights.items()
-                        if name and name.endswith("." + short)}
-            if weights and len(prefixes) == 1 and all(name.endswith("." + s) for s, (_, name) in weights.items()):
-                prefix = prefixes.pop()
-                if prefix and ":" not in prefix and prefix != "input":
-                    proposed[id(layer)] = prefix
+            prefixes = {name[:-len(short) - 1] if name.endswith("." + short) else None
+                        for short, (_, name) in weights.items()}
+            prefix = prefixes.pop() if len(prefixes) == 1 else None
+            if prefix and ":" not in prefix and prefix != "input":    # a valid layer name, not the Input's
+                proposed[id(layer)] = prefix
         return proposed
 
     def _state_dict(self, net):
@@ -318,18 +317,26 @@ def _layers_reached(output):
 
 
 def _name_layers(layers, proposed, sequential):
-    """Give layers their weights' names where that leaves every parameter name unique: in a
-    Sequential an unnamed layer is called by its index, so a clash drops the names altogether."""
+    """Give layers their weights' names where those are unique. In a Sequential an unnamed layer
+    is called by its index, so one whose index is another's name gets a name of its own."""
     names = [proposed.get(id(layer)) for layer in layers]
-    if sequential:      # torch.nn.Sequential's "0.weight" at index 0 needs no name
-        names = [None if name == str(i) else name for i, name in enumerate(names)]
-    effective = [name or str(i) for i, name in enumerate(names)] if sequential else [n for n in names if n]
-    if len(set(effective)) != len(effective):
-        if sequential:
-            return
-        names = [name if name and effective.count(name) == 1 else None for name in names]
+    names = [name if name and names.count(name) == 1 else None for name in names]
+    if sequential:
+        names = [None if name == str(i) else name for i, name in enumerate(names)]  # torch's "0.weight" at 0
+        taken = {name for name in names if name}
+        for i, layer in enumerate(layers):
+            if names[i] is None and str(i) in taken:
+                names[i] = _fresh_name(f"{layer.type_name.lower()}_{i}", taken)
     for layer, name in zip(layers, names):
         layer.name = name
+
+
+def _fresh_name(base, taken):
+    name = base
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
 
 
 def _layer_input_shapes(net):
@@ -570,17 +577,20 @@ def _reshape(imp, node):
     batch_kept = len(target) == 2 and (target[0] == BATCH or target[0] == 0 and not allowzero
                                         or target[0] == -1 and target[1] == size)
     if not batch_kept or target[1] not in (-1, size):
-        shown = ["batch" if d == BATCH else d for d in target]
-        raise _unsupported(node, f"a Reshape of {('batch',) + tuple(x.shape)} to {shown}: fastnet reads "
-                                 f"a Reshape only as a flatten to (batch, -1)")
+        raise _unsupported(node, f"a Reshape of {_shape_text([BATCH, *x.shape])} to {_shape_text(target)}: "
+                                 f"fastnet reads a Reshape only as a flatten to (batch, -1)")
     return x if len(x.shape) == 1 else imp.call(node, Flatten(), [x])
+
+
+def _shape_text(dims):
+    return "(" + ", ".join("batch" if d == BATCH else str(d) for d in dims) + ")"
 
 
 def _softmax(imp, node):
     x = imp.node_input(node)
     axis = imp.attr(node, "axis", -1)
     if len(x.shape) != 1 or axis not in (1, -1):
-        raise _unsupported(node, f"softmax over axis {axis} of {('batch',) + tuple(x.shape)}: fastnet's "
+        raise _unsupported(node, f"softmax over axis {axis} of {_shape_text([BATCH, *x.shape])}: fastnet's "
                                  f"Softmax is over the features of a (batch, features) tensor")
     return imp.call(node, Softmax(), [x])
 
