@@ -130,6 +130,8 @@ def test_torch_export_imports_with_torch_weights_names_and_outputs(name, tmp_pat
     with torch.no_grad():
         np.testing.assert_allclose(model.predict(x), module.eval()(torch.from_numpy(x)).numpy(),
                                    atol=1e-5, rtol=1e-5)
+    model.save(tmp_path / "model.safetensors")       # an imported network's spec is a plain one
+    np.testing.assert_array_equal(fn.load(tmp_path / "model.safetensors").predict(x), model.predict(x))
 
 
 @pytest.mark.parametrize("name", list(CASES))
