@@ -15,6 +15,7 @@ from .graph import Graph, Sequential
 from .layers import *  # noqa: F403 (Layer and every layer class: fn.Dense, fn.Conv2D, ...)
 from .model import History, Model
 from .nodes import Input
+from .onnx_import import from_onnx
 from .optim import SGD, Adam, AdamW
 from .restore import load
 from .spec import from_spec, to_spec
