@@ -133,6 +133,10 @@ def main(argv=None):
                         "cached) or one forced where it applies (default auto)")
     t.add_argument("--download", action="store_true",
                    help="fetch a named data set that is not found (SHA-256 checked)")
+    t.add_argument("--early-stopping", type=int, metavar="PATIENCE", default=DEFAULTS["early_stopping"],
+                   help="stop when val_loss has not improved for PATIENCE epochs (needs --val-split)")
+    t.add_argument("--tensorboard", metavar="DIR", default=DEFAULTS["tensorboard"],
+                   help="write TensorBoard event files to DIR (pip install 'fastnet[tensorboard]')")
     t.add_argument("--out", help="run folder (default runs/<timestamp>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings")
     commands.add_parser("bench", help="fastnet vs PyTorch vs NumPy (a source checkout's bench/; "

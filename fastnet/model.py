@@ -13,6 +13,7 @@ import numpy as np
 
 from . import algorithms, checkpoint, kernels, losses
 from . import onnx as onnx_export
+from .callbacks import Callback
 from .errors import CheckpointError, DataError, DivergenceError, ShapeError
 from .optim import SGD, Optimizer
 from .plan import Plan
@@ -22,9 +23,10 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 class History:
-    """Per-epoch figures, as Keras's History: `history.history["loss"]` is a list, one per epoch."""
+    """Per-epoch figures, as Keras's History: `history.history["loss"]` is a list, one per epoch.
+    "lr" is the learning rate of the epoch's last step (before any callback changed it)."""
 
-    KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "images_per_sec", "seconds")
+    KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "images_per_sec", "seconds")
 
     def __init__(self):
         self.epoch = []
@@ -198,14 +200,21 @@ class Model:
         accuracy = correct / len(x) if self.loss_fn.has_accuracy else None
         return {"loss": total / len(x), "accuracy": accuracy}
 
+    stop_training = False   # set by a callback: fit ends after the current epoch
+
     @restores_numpy_blas_threads
     def fit(self, x, y, epochs=1, validation_data=None, shuffle=True, verbose=1, schedule=None,
             initial_epoch=0, callbacks=(), augment=None):
-        """Minibatch training; returns a History. All inputs are checked before any step runs.
+        """Minibatch training; returns a History (also model.history). All inputs are checked
+        before any step runs.
 
-        As Keras: epochs initial_epoch + 1 .. epochs run (numbered so), and each callback is called
-        as callback(model, epoch, figures) after every epoch (to save a checkpoint, say).
-        schedule: a fastnet.schedules schedule setting the learning rate before every step;
+        As Keras: epochs initial_epoch + 1 .. epochs run (numbered so). callbacks: fastnet.callbacks
+        objects (Keras's hooks: on_train_begin, on_epoch_begin, on_batch_end, on_epoch_end,
+        on_train_end; see fastnet/callbacks.py) and plain functions, each called as
+        callback(model, epoch, figures) after every epoch (to save a checkpoint, say). A callback
+        setting model.stop_training = True ends fit after the current epoch.
+        schedule: a fastnet.schedules schedule setting the learning rate before every step (times
+        model.info["lr_scale"], which ReduceLROnPlateau lowers; 1 if absent);
         augment: a fastnet.data.Augment applied as each batch is assembled. Both are kept by the
         model, and in its checkpoints, for later fits."""
         x = self._check_x(x, finite=True)
@@ -216,6 +225,11 @@ class Model:
             vx, vy = validation_data
             vx = self._check_x(vx, finite=True, what="validation x")
             vy = self.loss_fn.check_targets(vy, len(vx), self.output_shape, what="validation y")
+        callbacks = list(callbacks)
+        for callback in callbacks:
+            if not (isinstance(callback, Callback) or callable(callback)):
+                raise TypeError(f"callbacks: expected fastnet.callbacks.Callback objects or functions "
+                                f"callback(model, epoch, figures), got {callback!r}")
         # One conversion up front, so each batch is a gather into the input buffer, not a cast.
         x = np.ascontiguousarray(x, dtype=self.dtype)
         y = np.ascontiguousarray(y, dtype=self.y_staging.dtype)
@@ -226,20 +240,45 @@ class Model:
                 raise ShapeError(f"augment needs (C, H, W) images, the model takes {self.input_shape}")
             self.augment = augment
         history = History()
+        self.history, self.stop_training = history, False
+        hooked = [callback for callback in callbacks if isinstance(callback, Callback)]
+        # Only callbacks that override on_batch_end are called per batch.
+        per_batch = [callback for callback in hooked if type(callback).on_batch_end is not Callback.on_batch_end]
+        metrics = ["loss"] + (["accuracy"] if self.loss_fn.has_accuracy else [])
+        if validation_data is not None:
+            metrics += ["val_" + key for key in metrics]
+        params = {"epochs": epochs, "initial_epoch": initial_epoch, "steps": -(-len(x) // self.batch_size),
+                  "batch_size": self.batch_size, "verbose": verbose, "metrics": metrics + ["lr"]}
+        for callback in hooked:
+            callback.set_model(self)
+            callback.set_params(params)
+        for callback in hooked:
+            callback.on_train_begin({})
+        figures = {}
         for epoch in range(initial_epoch + 1, epochs + 1):
-            figures = self._fit_epoch(x, y, epoch, epochs, shuffle, verbose)
+            if self.stop_training:
+                break
+            for callback in hooked:
+                callback.on_epoch_begin(epoch, {})
+            figures = self._fit_epoch(x, y, epoch, epochs, shuffle, verbose, per_batch)
             if validation_data is not None:
                 val = self.evaluate(vx, vy)
                 figures.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            figures["lr"] = float(self.optimizer.lr)
             self.epoch += 1
             history.append(epoch, **figures)
             if verbose:
                 print(_epoch_line(epoch, epochs, figures), file=sys.stderr)
             for callback in callbacks:
-                callback(self, epoch, figures)
+                if isinstance(callback, Callback):
+                    callback.on_epoch_end(epoch, figures)
+                else:
+                    callback(self, epoch, figures)
+        for callback in hooked:
+            callback.on_train_end(figures)
         return history
 
-    def _fit_epoch(self, x, y, epoch, epochs, shuffle, verbose):
+    def _fit_epoch(self, x, y, epoch, epochs, shuffle, verbose, per_batch=()):
         from tqdm import tqdm
         order = self._shuffle_rng.permutation(len(x)) if shuffle else np.arange(len(x))
         batches = range(0, len(x), self.batch_size)
@@ -258,8 +297,12 @@ class Model:
             np.take(y, rows, axis=0, out=self.y_staging[:n])
             self._upload(n)
             if self.schedule is not None:
-                self.optimizer.lr = self.schedule(self.step)
+                self.optimizer.lr = self.schedule(self.step) * self.info.get("lr_scale", 1.0)
             loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}")
+            if per_batch:
+                logs = {"loss": loss, "size": n, "lr": self.optimizer.lr, "step": self.step}
+                for callback in per_batch:
+                    callback.on_batch_end(i, logs)
             total += loss * n
             seen += n
             hits = self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])

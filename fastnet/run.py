@@ -7,6 +7,7 @@ The run folder (`--out`, default runs/<timestamp>) holds
                       "test_accuracy" and "test_loss"
     curves.png        loss and accuracy per epoch, train and test
     train.log         the lines printed during the run
+    best.safetensors  with a validation split: the checkpoint of the epoch with the lowest val_loss
 Inputs are standardised with the training set's mean and std; both travel in the checkpoint
 (model.info["normalize"]) so `fastnet eval` feeds the model what it was trained on.
 """
@@ -19,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import models, restore, schedules
+from . import callbacks, models, restore, schedules
 from .atomic import atomic_write
 from .data import datasets
 from .data.augment import Augment
@@ -31,7 +32,8 @@ ZOO = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn", "resne
 DEFAULTS = {"model": "cnn", "dataset": "fashion-mnist", "epochs": 3, "batch_size": 64,
             "optimizer": "adam", "lr": 2e-3, "momentum": 0.9, "weight_decay": 0.0,
             "schedule": "cosine", "warmup_steps": 0, "val_split": 0.0, "device": "cpu", "seed": 0,
-            "download": False, "augment": False, "conv_algorithm": "auto", "resize": None}
+            "download": False, "augment": False, "conv_algorithm": "auto", "resize": None,
+            "early_stopping": None, "tensorboard": None}
 
 
 class Log:
@@ -93,11 +95,13 @@ def train(settings, out=None, resume=None):
     if resume is not None:
         folder = resume
         settings = _resume_settings(resume, settings)
+        _check_callback_settings(settings)
         model = restore.load(os.path.join(resume, "model.safetensors"), device=settings["device"])
         train_set, val, test, normalize = load_data(settings, tuple(model.info["normalize"]))
         metrics = _read_json(os.path.join(resume, "metrics.json"))
         metrics["epochs"] = metrics["epochs"][:model.epoch]    # epochs after the checkpoint are redone
     else:
+        _check_callback_settings(settings)
         folder = out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
         train_set, val, test, normalize = load_data(settings)
         names = datasets.class_names(settings["dataset"])     # an image folder's class folders
@@ -117,6 +121,8 @@ def train(settings, out=None, resume=None):
             model.augment = Augment(pad=2, flip=True, fill=(0.0 - normalize[0]) / normalize[1],
                                     seed=settings["seed"])
         metrics = {"settings": settings, "epochs": []}
+    watchers, early = _callbacks(settings, folder, val is not None, metrics["epochs"])
+    if resume is None:
         os.makedirs(folder, exist_ok=True)    # only now: a run that cannot start leaves nothing
         with atomic_write(os.path.join(folder, "run.json")) as f:
             f.write(json.dumps(settings, indent=2).encode())
@@ -139,13 +145,43 @@ def train(settings, out=None, resume=None):
         _write_outputs(folder, metrics)
 
     model.fit(*train_set, epochs=settings["epochs"], initial_epoch=model.epoch, validation_data=val,
-              verbose=1 if sys.stderr.isatty() else 0, callbacks=[after_epoch])
+              verbose=1 if sys.stderr.isatty() else 0, callbacks=[after_epoch, *watchers])
+    if early is not None and early.stopped_epoch:
+        metrics["stopped_epoch"] = early.stopped_epoch
+        log(f"early stopping after epoch {early.stopped_epoch}: val_loss has not improved on "
+            f"{early.best:.4f} (epoch {early.best_epoch}) for {early.wait} epochs")
     final = model.evaluate(*test)
     metrics.update(test_accuracy=final["accuracy"], test_loss=final["loss"])
     _write_outputs(folder, metrics)
     log(f"test accuracy {final['accuracy']:.4f}, test loss {final['loss']:.4f} "
         f"({time.perf_counter() - start:.1f} s of training this session); files in {folder}")
     return metrics
+
+
+def _check_callback_settings(settings):
+    patience = settings.get("early_stopping")
+    if patience is not None and (int(patience) != patience or patience < 0):
+        raise FastnetError(f"--early-stopping takes a patience, an integer >= 0, got {patience!r}")
+    if patience is not None and not settings["val_split"]:
+        raise FastnetError("--early-stopping watches val_loss: it needs a validation split (--val-split 0.1, say)")
+
+
+def _callbacks(settings, folder, validation, rows):
+    """The run's callbacks beside its own after-epoch one, and the EarlyStopping among them (or None).
+    rows: the epochs already run (a resume), so best.safetensors is only replaced by a better epoch
+    and early stopping counts patience as an unbroken run would."""
+    watchers, early = [], None
+    if validation:
+        done = [row["val_loss"] for row in rows]
+        watchers.append(callbacks.ModelCheckpoint(os.path.join(folder, "best.safetensors"), monitor="val_loss",
+                                                  save_best_only=True,
+                                                  initial_value_threshold=min(done) if done else None))
+    if settings.get("tensorboard"):
+        watchers.append(callbacks.TensorBoard(settings["tensorboard"]))
+    if settings.get("early_stopping") is not None:
+        early = callbacks.EarlyStopping("val_loss", patience=settings["early_stopping"])
+        watchers.append(early.resume_from([row["val_loss"] for row in rows], first_epoch=1))
+    return watchers, early
 
 
 def evaluate(path, dataset=None, batch_size=256):

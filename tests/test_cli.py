@@ -55,8 +55,8 @@ def test_train_writes_the_run_folder_and_eval_agrees(dataset, tmp_path):
     out = run_fastnet(*TRAIN, "--dataset", str(dataset), "--epochs", "2", "--val-split", "0.25",
                       "--out", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
-    assert sorted(os.listdir(tmp_path / "run")) == ["curves.png", "metrics.json", "model.safetensors",
-                                                    "run.json", "train.log"]
+    assert sorted(os.listdir(tmp_path / "run")) == ["best.safetensors", "curves.png", "metrics.json",
+                                                    "model.safetensors", "run.json", "train.log"]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [row["epoch"] for row in metrics["epochs"]] == [1, 2]
     assert all(row["val_accuracy"] is not None for row in metrics["epochs"])
