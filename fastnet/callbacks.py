@@ -41,11 +41,7 @@ import math
 import os
 import sys
 
-from .errors import FastnetError
-
-
-class MonitorError(FastnetError, ValueError):
-    """A callback's monitor is not among the figures fit records (or was not measured)."""
+from .errors import FastnetError, MonitorError
 
 
 class Callback:

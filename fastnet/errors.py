@@ -28,3 +28,8 @@ class DivergenceError(FastnetError, FloatingPointError):
 class SpecError(FastnetError, ValueError):
     """A network spec (TOML file or dict) that does not describe a network: unknown layer types,
     bad arguments, a missing input shape."""
+
+
+class MonitorError(FastnetError, ValueError):
+    """A callback's monitor (fastnet.callbacks) is not among the figures fit records (or was not
+    measured)."""
