@@ -29,6 +29,8 @@ class Normalize(Layer):
     No parameters and no buffers: mean and std are configuration, so spec files, checkpoints and
     ONNX exports (Sub, Div) carry them. dx = dy / std."""
 
+    draws_seed = False   # put in front of a network, it leaves the network's initialisation as it was
+
     def __init__(self, mean=0.0, std=1.0, name=None):
         super().__init__(name)
         self.mean = _values(mean, "mean")

@@ -140,3 +140,23 @@ def test_bad_arguments_are_shape_errors(kwargs, message):
 def test_a_channel_count_that_does_not_match_is_a_shape_error():
     with pytest.raises(fn.ShapeError, match=r"mean has 3 values, the input \(2, 4, 4\) has 2 channels"):
         fn.Sequential([fn.Normalize([0.1, 0.2, 0.3], 1.0)]).compile((2, 4, 4), 2)
+
+
+def test_normalize_in_front_changes_nothing_else():
+    """The same seed gives the rest of the network the same initialisation (Normalize draws no
+    seed), and training on raw images with Normalize first is bit for bit training on images
+    standardised beforehand, as `fastnet train` did before the layer existed."""
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 1, 12, 12), dtype=np.float32)
+    y = rng.integers(0, 4, 64)
+    mean, std = float(x.mean()), float(x.std())
+    bare = fn.models.lenet5(classes=4).compile((1, 12, 12), 16, optimizer=fn.Adam(lr=1e-3), seed=3)
+    front = fn.Sequential([fn.Normalize(mean, std), *fn.models.lenet5(classes=4).layers]).compile(
+        (1, 12, 12), 16, optimizer=fn.Adam(lr=1e-3), seed=3, conv_algorithm=bare.algorithms and {
+            str(int(k) + 1): v for k, v in bare.algorithms.items()})
+    for a, b in zip(bare.state_dict().values(), front.state_dict().values()):
+        np.testing.assert_array_equal(a, b)
+    bare.fit((x - np.float32(mean)) / np.float32(std), y, epochs=2, verbose=0)
+    front.fit(x, y, epochs=2, verbose=0)
+    for a, b in zip(bare.state_dict().values(), front.state_dict().values()):
+        np.testing.assert_array_equal(a, b)
