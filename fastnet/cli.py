@@ -122,8 +122,10 @@ def main(argv=None):
     t.add_argument("--warmup-steps", type=int, default=DEFAULTS["warmup_steps"])
     t.add_argument("--val-split", type=float, default=DEFAULTS["val_split"],
                    help="fraction of the training set held out for validation")
-    t.add_argument("--augment", action="store_true",
-                   help="random shifts of up to 2 pixels and left-right flips")
+    t.add_argument("--augment", action="store_true", help="random shifts of up to 2 pixels")
+    t.add_argument("--flip", action="store_true",
+                   help="random left-right flips (for images where a mirror image is the same class: "
+                        "not digits or letters)")
     t.add_argument("--device", choices=["cpu", "cuda"], default=DEFAULTS["device"],
                    help="cuda: train on the GPU (pip install 'fastnet[cuda]')")
     t.add_argument("--seed", type=int, default=DEFAULTS["seed"])
@@ -138,12 +140,15 @@ def main(argv=None):
     t.add_argument("--tensorboard", metavar="DIR", default=DEFAULTS["tensorboard"],
                    help="write TensorBoard event files to DIR (pip install 'fastnet[tensorboard]')")
     t.add_argument("--out", help="run folder (default runs/<timestamp>)")
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings; "
+                   "only --epochs, --lr (the schedule is made again for them), --device and --download may change")
     commands.add_parser("bench", help="fastnet vs PyTorch vs NumPy (a source checkout's bench/; "
                         "`fastnet bench --help` for its options)", add_help=False)
     e = commands.add_parser("eval", help="evaluate a checkpoint on a test set")
     e.add_argument("checkpoint")
     e.add_argument("--dataset", help="default: the one the checkpoint was trained on")
+    e.add_argument("--device", choices=["cpu", "cuda"],
+                   help="default: the one it was saved from if usable here, else the CPU")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     x = commands.add_parser("export", help="write a checkpoint's network as an ONNX model "
                             "(pip install 'fastnet[onnx]')")
@@ -158,7 +163,7 @@ def main(argv=None):
         if args.command == "info":
             info()
         elif args.command == "train":
-            train(args)
+            train(args, _given(commands.choices["train"], parser, argv) if args.resume else None)
         elif args.command == "eval":
             evaluate(args)
         elif args.command == "export":
@@ -197,13 +202,29 @@ def bench(argv):
     return 0
 
 
-def train(args):
+def _given(subparser, parser, argv):
+    """{dest: value} of the options written on the command line (not left at their defaults):
+    argv parsed again with every default of `subparser` set to None."""
+    defaults = {action.dest: action.default for action in subparser._actions if action.dest != "help"}
+    subparser.set_defaults(**dict.fromkeys(defaults))
+    try:
+        args = parser.parse_args(argv)
+    finally:
+        subparser.set_defaults(**defaults)
+    return {key: value for key, value in vars(args).items() if key in defaults and value is not None}
+
+
+def train(args, given=None):
     from .run import DEFAULTS
     from .run import train as run_training
 
     settings = {key: getattr(args, key) for key in DEFAULTS}
     if args.resume:
-        return run_training({"epochs": args.epochs}, resume=args.resume)
+        given = dict(given or {"epochs": args.epochs})
+        given.pop("resume", None)
+        if given.get("out") is not None:
+            raise FastnetError(f"--out cannot be given with --resume: the resumed run writes to {args.resume}")
+        return run_training(given, resume=args.resume)
     if settings["epochs"] is None:
         settings["epochs"] = DEFAULTS["epochs"]
     return run_training(settings, out=args.out)
@@ -212,12 +233,12 @@ def train(args):
 def evaluate(args):
     from .run import evaluate as run_evaluation
 
-    result = run_evaluation(args.checkpoint, dataset=args.dataset)
+    result = run_evaluation(args.checkpoint, dataset=args.dataset, device=args.device)
     if args.json:
         print(json.dumps(result))
         return result
     print(f"{result['dataset']}: {result['images']} test images, accuracy {result['accuracy']:.4f}, "
-          f"loss {result['loss']:.4f}")
+          f"loss {result['loss']:.4f} (on {result['device']})")
     print("per-class accuracy: " + "  ".join(f"{c}: {a:.3f}" for c, a in enumerate(result["per_class_accuracy"])
                                              if a is not None))
     print("confusion matrix (rows: true class, columns: predicted):")

@@ -16,11 +16,23 @@ from .layers.base import Layer
 from .model import Model
 from .nodes import Node, as_shape, check_no_shared_layers, infer_shapes
 
+# What a compiled Model does and a network does not (Keras' networks fit; here compile gives a Model).
+MODEL_METHODS = frozenset({"fit", "evaluate", "predict", "predict_proba", "train_step", "gradients", "save",
+                           "state_dict", "load_state_dict", "summary", "export_onnx", "parameters"})
+
 
 class Network(ABC):
     """What Sequential and Graph share: compile() into a Model."""
 
     input_shape = None
+
+    def __getattr__(self, name):
+        # only for names normal lookup did not find: net.fit(...) before compile gets the way to do it
+        if name in MODEL_METHODS:
+            raise AttributeError(f"{type(self).__name__} has no {name}(): compile the network into a model "
+                                 f"first, model = net.compile(input_shape=..., batch_size=..., loss=..., "
+                                 f"optimizer=...), then model.{name}(...)")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @abstractmethod
     def nodes(self, input_shape):

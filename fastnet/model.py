@@ -5,8 +5,10 @@ into the input buffer, runs the plan forward, the loss, the plan backward and on
 kernel over the flat parameters; none of it allocates an array.
 """
 
+import functools
 import sys
 import time
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -14,12 +16,26 @@ import numpy as np
 from . import algorithms, checkpoint, kernels, losses
 from . import onnx as onnx_export
 from .callbacks import Callback
-from .errors import CheckpointError, DataError, DivergenceError, ShapeError
+from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError
+from .layers import Softmax
 from .optim import SGD, Optimizer
 from .plan import Plan
 from .threads import restores_numpy_blas_threads
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _fixed_batch(method):
+    """Keras' batch_size= argument, refused with the reason: the batch size is a compile-time choice."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if "batch_size" in kwargs:
+            raise TypeError(f"{method.__name__}() takes no batch_size: a fastnet model's batch size is "
+                            f"fixed when the network is compiled (this one: {self.batch_size}); compile "
+                            f"again with batch_size={kwargs['batch_size']!r} (or fn.load(path, "
+                            f"batch_size=...) for a checkpoint)")
+        return method(self, *args, **kwargs)
+    return wrapper
 
 
 class History:
@@ -145,6 +161,7 @@ class Model:
     @restores_numpy_blas_threads
     def train_step(self, x, y):
         """One optimizer step on one batch (at most batch_size rows); returns the loss."""
+        self._warn_softmax_twice(stacklevel=4)    # the caller's line, past the decorator
         x, y = self._check_batch(x, y)
         n = self._load(x, y)
         return self._train_loaded(n, "train_step")
@@ -179,11 +196,44 @@ class Model:
             self.k.copy_out(out[start:start + n], self.plan.forward(self.k, n, train))
         return out
 
+    @_fixed_batch
     @restores_numpy_blas_threads
     def predict(self, x):
         """Network outputs in evaluation mode (logits for a network ending in Dense)."""
         return self.forward(self._check_x(x, finite=True), train=False)
 
+    def _ends_in_softmax(self):
+        return isinstance(self.plan.output_node.layer, Softmax)
+
+    def _warn_softmax_twice(self, stacklevel):
+        """Once per model: a Softmax output trained with cross_entropy (which applies softmax
+        itself) is softmax applied twice, as in PyTorch: allowed, but almost never meant."""
+        if self.loss_fn.name == "cross_entropy" and self._ends_in_softmax() and not self._warned_softmax:
+            self._warned_softmax = True
+            warnings.warn("the network ends in Softmax and the loss is cross_entropy, which applies "
+                          "softmax itself: softmax is applied twice (gradients shrink, training "
+                          "stalls). Remove the final Softmax and train on logits (predict_proba gives "
+                          "probabilities), or use another loss", UserWarning, stacklevel=stacklevel)
+
+    _warned_softmax = False
+
+    @_fixed_batch
+    @restores_numpy_blas_threads
+    def predict_proba(self, x):
+        """Class probabilities: the softmax of predict's logits, row by row (for a model whose loss
+        is cross_entropy, i.e. whose outputs are logits)."""
+        if self.loss_fn.name != "cross_entropy":
+            raise FastnetError(f"predict_proba() is the softmax of the logits of a model trained with "
+                               f"loss='cross_entropy'; this one's loss is {self.loss_fn.name!r}: use predict()")
+        if self._ends_in_softmax():
+            raise FastnetError("predict_proba(): the network already ends in Softmax, so predict() gives "
+                               "probabilities; a second softmax would flatten them")
+        logits = self.predict(x).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return (e / e.sum(axis=1, keepdims=True)).astype(self.dtype)
+
+    @_fixed_batch
     @restores_numpy_blas_threads
     def evaluate(self, x, y):
         """{"loss": mean loss, "accuracy": fraction correct (None for mse)} in evaluation mode."""
@@ -202,6 +252,7 @@ class Model:
 
     stop_training = False   # set by a callback: fit ends after the current epoch
 
+    @_fixed_batch
     @restores_numpy_blas_threads
     def fit(self, x, y, epochs=1, validation_data=None, shuffle=True, verbose=1, schedule=None,
             initial_epoch=0, callbacks=(), augment=None):
@@ -217,6 +268,7 @@ class Model:
         model.info["lr_scale"], which ReduceLROnPlateau lowers; 1 if absent);
         augment: a fastnet.data.Augment applied as each batch is assembled. Both are kept by the
         model, and in its checkpoints, for later fits."""
+        self._warn_softmax_twice(stacklevel=5)    # the caller's line, past both decorators
         x = self._check_x(x, finite=True)
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         if len(x) == 0:

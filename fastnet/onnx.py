@@ -11,7 +11,8 @@ What each layer becomes:
   Softmax -> Softmax(axis=1); MaxPool2D / AvgPool2D -> MaxPool / AveragePool(count_include_pad=1);
   GlobalAvgPool2D -> GlobalAveragePool + Flatten; Flatten -> Flatten(axis=1); Dropout -> nothing
   (Identity where it is the output); BatchNorm1D / 2D -> BatchNormalization (evaluation mode);
-  Add -> Add (chained for more than two inputs); Concat -> Concat; Slice -> Split (sizes as an input).
+  Add -> Add (chained for more than two inputs); Concat -> Concat; Slice -> Split (sizes as an input);
+  Normalize -> Sub, Div by constants of shape (1, C, 1, ...) (or all ones for one mean and std).
 Any other layer type (a user's own Layer subclass) is a FastnetError naming the layer.
 
 Below the model in the import layers: it reads the plan through the model it is given, and imports
@@ -36,6 +37,7 @@ from .layers import (
     GlobalAvgPool2D,
     LeakyReLU,
     MaxPool2D,
+    Normalize,
     ReLU,
     Sigmoid,
     Slice,
@@ -110,6 +112,9 @@ def build(model, opset, onnx, helper, numpy_helper):
             g.add("Split", inputs + [g.const(f"{slot.prefix}.split", np.array(layer.sections, np.int64))],
                   outs, axis=layer.axis)
             continue
+        if isinstance(layer, Normalize):
+            _normalize(g, layer, slot.prefix, inputs, out, node.shape)
+            continue
         if isinstance(layer, Dropout):
             if node is output_node:
                 g.add("Identity", inputs, [out])
@@ -182,6 +187,17 @@ def _batchnorm(g, layer, prefix, inputs, out):
     g.add("BatchNormalization", args, [out], epsilon=layer.eps)
 
 
+def _normalize(g, layer, prefix, inputs, out, shape):
+    # constants that broadcast over the batch and the axes after the channels, as the kernels do
+    def constant(short, values):
+        dims = [1, len(values)] + [1] * (len(shape) - 1) if len(values) > 1 else [1] * (len(shape) + 1)
+        return g.const(f"{prefix}.{short}", np.asarray(values, g.dtype).reshape(dims))
+
+    centred = f"{out}.centred"
+    g.add("Sub", inputs + [constant("mean", layer.means)], [centred])
+    g.add("Div", [centred, constant("std", layer.stds)], [out])
+
+
 def _add(g, layer, prefix, inputs, out):
     if len(inputs) == 1:
         g.add("Identity", inputs, [out])
@@ -218,4 +234,5 @@ _MAPPERS = {
     Add: _add,
     Concat: _simple("Concat", axis=lambda layer: layer.axis),
     Slice: None,          # handled in build(): one Split for all its outputs
+    Normalize: None,      # handled in build(): Sub and Div, shaped by the node's shape
 }

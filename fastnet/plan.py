@@ -80,8 +80,14 @@ class Plan:
         self.param_names, self.buffer_names, self.slots = [], [], []
         self.param_layout = []                  # (slot index, short name, offset, shape)
         offset, state = 0, {}
+        # whether training back-propagates into a tensor: a layer with parameters made it, or
+        # anything before it (the rule _schedule_backward applies), so that an algorithm is
+        # measured as it will run: without an input gradient for the parameter-free layers first
+        trained = {id(self.input_node): False}
         for index, (node, prefix) in enumerate(zip(self.nodes, prefixes)):
             in_shapes = [s.shape for s in node.inputs]
+            input_grad = any(trained[id(src)] for src in node.inputs)
+            trained[id(node)] = bool(param_shapes[first_node[id(node.layer)]]) or input_grad
             if id(node.layer) not in state:
                 params, grads = {}, {}
                 for short, shape in param_shapes[index].items():
@@ -96,12 +102,13 @@ class Plan:
                 self.buffer_names += [(f"{prefix}.{short}", index, short) for short in buffers]
                 state[id(node.layer)] = (params, grads, buffers)
             params, grads, buffers = state[id(node.layer)]
-            # measured with an input gradient unless the layer reads the network's input
             algorithm = algorithms.choose(node.layer, prefix, in_shapes, self.k, self.device, batch, dtype,
-                                          self.conv_algorithm, input_grad=node.inputs[0] is not self.input_node)
+                                          self.conv_algorithm, input_grad=input_grad)
             shapes = algorithms.workspace_shapes(node.layer, in_shapes, self.k, algorithm)
             workspace = allocate(self.k.zeros, shapes, batch, dtype)
-            seed = int(rng.integers(2**62))
+            # (a layer that draws no seed, Normalize, leaves the other layers' seeds and
+            # initialisation as they are without it)
+            seed = int(rng.integers(2**62)) if node.layer.draws_seed else 0
             slot = Slot(node.layer, index, prefix, params, grads, buffers, workspace, seed, node.output_index)
             slot.algorithm = algorithm
             self.slots.append(slot)

@@ -1,15 +1,18 @@
 """A training run as `fastnet train` does it: data, model, the run folder, resume, evaluation.
 
-The run folder (`--out`, default runs/<timestamp>) holds
+The run folder (`--out`, default runs/<timestamp>, or runs/<timestamp>-2, -3, ... when taken)
+holds
     run.json          the settings, so `--resume DIR` continues with the same ones
     model.safetensors the checkpoint, rewritten atomically after every epoch
-    metrics.json      per epoch: loss, accuracy, val_*, test_*, images/s, seconds; at the end
-                      "test_accuracy" and "test_loss"
-    curves.png        loss and accuracy per epoch, train and test
+    metrics.json      per epoch: loss, accuracy, val_*, images/s, seconds, and test_* when there
+                      is no validation split (with one, the test set is evaluated once, at the
+                      end); at the end "test_accuracy" and "test_loss"
+    curves.png        loss and accuracy per epoch, train and validation (or test)
     train.log         the lines printed during the run
     best.safetensors  with a validation split: the checkpoint of the epoch with the lowest val_loss
-Inputs are standardised with the training set's mean and std; both travel in the checkpoint
-(model.info["normalize"]) so `fastnet eval` feeds the model what it was trained on.
+The network's first layer is a Normalize with the training images' mean and std, so the model takes
+raw images (fn.load(path).predict(x) needs nothing else). Checkpoints written before that carry the
+statistics in model.info["normalize"] instead, and their data are standardised here, as they were.
 """
 
 import json
@@ -20,11 +23,13 @@ import time
 
 import numpy as np
 
-from . import callbacks, models, restore, schedules
+from . import callbacks, checkpoint, kernels, models, restore, schedules
 from .atomic import atomic_write
 from .data import datasets
 from .data.augment import Augment
 from .errors import DataError, FastnetError
+from .graph import Sequential
+from .layers import Normalize
 from .optim import SGD, Adam, AdamW
 from .spec import from_spec
 
@@ -32,8 +37,10 @@ ZOO = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn", "resne
 DEFAULTS = {"model": "cnn", "dataset": "fashion-mnist", "epochs": 3, "batch_size": 64,
             "optimizer": "adam", "lr": 2e-3, "momentum": 0.9, "weight_decay": 0.0,
             "schedule": "cosine", "warmup_steps": 0, "val_split": 0.0, "device": "cpu", "seed": 0,
-            "download": False, "augment": False, "conv_algorithm": "auto", "resize": None,
+            "download": False, "augment": False, "flip": False, "conv_algorithm": "auto", "resize": None,
             "early_stopping": None, "tensorboard": None}
+# What `--resume` may change (the rest would make it another run: refused, naming the option).
+RESUMABLE = ("epochs", "lr", "device", "download")
 
 
 class Log:
@@ -49,12 +56,17 @@ class Log:
 
 
 def load_data(settings, normalize=None):
-    """(train, val, test) as (x, y) pairs, standardised; and the (mean, std) used."""
+    """(train, val, test) as (x, y) pairs of raw images, and the training images' (mean, std), of the
+    whole training set before any validation split (what a new run's Normalize takes); or, where
+    `normalize` is given (a checkpoint from before the Normalize layer), the images standardised
+    with it, as such a run was fed, and `normalize`."""
     (x_train, y_train), (x_test, y_test) = datasets.load(settings["dataset"],
                                                          download=settings.get("download", False),
                                                          resize=settings.get("resize"))
-    mean, std = normalize if normalize is not None else (None, None)
-    x_train, x_test, normalize = datasets.standardize(x_train, x_test, mean=mean, std=std)
+    if normalize is not None:
+        x_train, x_test, normalize = datasets.standardize(x_train, x_test, mean=normalize[0], std=normalize[1])
+    else:
+        normalize = input_statistics(x_train)
     val = None
     if settings["val_split"]:
         # A fixed, seeded split: the same images are held out when a run is resumed.
@@ -69,6 +81,36 @@ def build_network(settings, classes, input_shape):
     if name.endswith(".toml"):
         return from_spec(name)
     raise FastnetError(f"--model must be one of {', '.join(sorted(ZOO))} or a .toml spec file, got {name!r}")
+
+
+def input_statistics(x):
+    """(mean, std) of the training images over every pixel (the Normalize layer's arguments),
+    computed as datasets.standardize computes them."""
+    mean, std = float(x.mean()), float(x.std())
+    if not std > 0:
+        raise DataError(f"cannot normalise the inputs: the training images' standard deviation is {std}")
+    return mean, std
+
+
+def with_normalize(network, mean, std):
+    """The network with Normalize(mean, std) first, reading the input (unchanged if a Normalize
+    reads the input already). A Sequential gets it at index 0; a Graph as a layer "normalize" that
+    every reader of the input then reads instead."""
+    if isinstance(network, Sequential):
+        if network.layers and isinstance(network.layers[0], Normalize):
+            return network
+        return Sequential([Normalize(mean, std), *network.layers], input_shape=network.input_shape)
+    spec = network.to_spec()
+    source = spec.get("input", "input")
+    entries = spec["layers"]
+    if any(e["type"] == "normalize" and e["inputs"] == [source] for e in entries):
+        return network
+    taken = {e.get("name") for e in entries} | {source}
+    name = next(n for n in ("normalize", *(f"normalize_{i}" for i in range(2, len(taken) + 2))) if n not in taken)
+    for entry in entries:
+        entry["inputs"] = [name if i == source else i for i in entry["inputs"]]
+    spec["layers"] = [{"type": "normalize", "name": name, "mean": mean, "std": std, "inputs": [source]}, *entries]
+    return from_spec(spec)
 
 
 def build_optimizer(settings):
@@ -94,38 +136,47 @@ def train(settings, out=None, resume=None):
     """Run (or resume) a training run; returns the final metrics dict."""
     if resume is not None:
         folder = resume
-        settings = _resume_settings(resume, settings)
+        saved = _read_json(os.path.join(resume, "run.json"))
+        settings = _resume_settings(resume, saved, settings)
         _check_callback_settings(settings)
         model = restore.load(os.path.join(resume, "model.safetensors"), device=settings["device"])
-        train_set, val, test, normalize = load_data(settings, tuple(model.info["normalize"]))
+        # a checkpoint from before the Normalize layer: its data standardised as they were then
+        train_set, val, test, _ = load_data(settings, model.info.get("normalize"))
+        if settings["lr"] != saved["lr"] or settings["epochs"] != saved["epochs"]:
+            # the schedule made again for the new lr or length (a cosine anneals over the whole run)
+            model.optimizer.lr = settings["lr"]
+            model.schedule = build_schedule(settings, math.ceil(len(train_set[0]) / settings["batch_size"]))
+        if settings != saved:
+            with atomic_write(os.path.join(folder, "run.json")) as f:
+                f.write(json.dumps(settings, indent=2).encode())
         metrics = _read_json(os.path.join(resume, "metrics.json"))
+        metrics["settings"] = settings
         metrics["epochs"] = metrics["epochs"][:model.epoch]    # epochs after the checkpoint are redone
     else:
         _check_callback_settings(settings)
-        folder = out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-        train_set, val, test, normalize = load_data(settings)
+        train_set, val, test, (mean, std) = load_data(settings)
         names = datasets.class_names(settings["dataset"])     # an image folder's class folders
         classes = max(int(max(train_set[1].max(), test[1].max())) + 1, len(names or ()))
-        network = build_network(settings, classes, train_set[0].shape[1:])
+        network = with_normalize(build_network(settings, classes, train_set[0].shape[1:]), mean, std)
         model = network.compile(train_set[0].shape[1:], settings["batch_size"],
                                 optimizer=build_optimizer(settings), device=settings["device"],
                                 seed=settings["seed"], conv_algorithm=settings.get("conv_algorithm", "auto"))
         model.schedule = build_schedule(settings, math.ceil(len(train_set[0]) / settings["batch_size"]))
-        model.info = {"normalize": list(normalize), "dataset": settings["dataset"]}
+        model.info = {"dataset": settings["dataset"]}
         if names:
             model.info["classes"] = names
         if settings.get("resize"):
             model.info["resize"] = list(settings["resize"])
-        if settings.get("augment"):
-            # Shift by up to 2 pixels (padding with black, standardised) and flip left-right.
-            model.augment = Augment(pad=2, flip=True, fill=(0.0 - normalize[0]) / normalize[1],
-                                    seed=settings["seed"])
+        if settings.get("augment") or settings.get("flip"):
+            # --augment: shifts by up to 2 pixels (padding with black); --flip: left-right flips
+            # (wrong for digits and text, hence its own choice)
+            model.augment = Augment(pad=2 if settings.get("augment") else 0, flip=bool(settings.get("flip")),
+                                    fill=0.0, seed=settings["seed"])
         metrics = {"settings": settings, "epochs": []}
-    watchers, early = _callbacks(settings, folder, val is not None, metrics["epochs"])
-    if resume is None:
-        os.makedirs(folder, exist_ok=True)    # only now: a run that cannot start leaves nothing
+        folder = _make_folder(out)    # only now: a run that cannot start leaves nothing
         with atomic_write(os.path.join(folder, "run.json")) as f:
             f.write(json.dumps(settings, indent=2).encode())
+    watchers, early = _callbacks(settings, folder, val is not None, metrics["epochs"])
     log = Log(folder)
     log(f"{settings['model']} on {settings['dataset']}: {len(train_set[0])} training, "
         f"{0 if val is None else len(val[0])} validation, {len(test[0])} test images; "
@@ -133,14 +184,15 @@ def train(settings, out=None, resume=None):
     start = time.perf_counter()
 
     def after_epoch(model, epoch, figures):
-        tested = model.evaluate(*test)
-        row = {"epoch": epoch, **figures, "test_loss": tested["loss"], "test_accuracy": tested["accuracy"],
-               "lr": model.optimizer.lr}
+        row = {"epoch": epoch, **figures, "lr": model.optimizer.lr}
+        if val is None:   # with a validation split, the test set is looked at once, at the end
+            tested = model.evaluate(*test)
+            row.update(test_loss=tested["loss"], test_accuracy=tested["accuracy"])
         metrics["epochs"].append(row)
         log(f"epoch {epoch}/{settings['epochs']}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}, "
-            + (f"val accuracy {row['val_accuracy']:.4f}, " if val is not None else "")
-            + f"test accuracy {row['test_accuracy']:.4f}, {row['images_per_sec']:.0f} images/s, "
-            f"{row['seconds']:.1f} s")
+            + (f"val accuracy {row['val_accuracy']:.4f}, " if val is not None else
+               f"test accuracy {row['test_accuracy']:.4f}, ")
+            + f"{row['images_per_sec']:.0f} images/s, {row['seconds']:.1f} s")
         model.save(os.path.join(folder, "model.safetensors"))
         _write_outputs(folder, metrics)
 
@@ -164,6 +216,8 @@ def _check_callback_settings(settings):
         raise FastnetError(f"--early-stopping takes a patience, an integer >= 0, got {patience!r}")
     if patience is not None and not settings["val_split"]:
         raise FastnetError("--early-stopping watches val_loss: it needs a validation split (--val-split 0.1, say)")
+    if settings.get("tensorboard"):
+        callbacks.TensorBoard(settings["tensorboard"])   # tensorboardX missing: refused before any folder
 
 
 def _callbacks(settings, folder, validation, rows):
@@ -184,14 +238,17 @@ def _callbacks(settings, folder, validation, rows):
     return watchers, early
 
 
-def evaluate(path, dataset=None, batch_size=256):
-    """Accuracy, loss, per-class accuracy and the confusion matrix of a checkpoint on a test set."""
-    model = restore.load(path, batch_size=batch_size)
+def evaluate(path, dataset=None, batch_size=256, device=None):
+    """Accuracy, loss, per-class accuracy and the confusion matrix of a checkpoint on a test set.
+    device: where to run it; by default the device it was saved from where that is usable here,
+    else the CPU (a checkpoint from a GPU evaluates on a machine without one)."""
+    device = device or eval_device(path)
+    model = restore.load(path, batch_size=batch_size, device=device)
     name = dataset or model.info.get("dataset")
     if name is None:
         raise DataError(f"{path} does not say which data set it was trained on; pass --dataset")
     _, _, (x, y), _ = load_data({"dataset": name, "val_split": 0, "seed": 0, "resize": model.info.get("resize")},
-                                tuple(model.info.get("normalize", (0.0, 1.0))))
+                                model.info.get("normalize"))
     result = model.evaluate(x, y)
     predicted = model.predict(x).argmax(axis=1)
     classes = model.output_shape[0]
@@ -199,15 +256,59 @@ def evaluate(path, dataset=None, batch_size=256):
     np.add.at(confusion, (y, predicted), 1)
     per_class = [float(confusion[c, c] / confusion[c].sum()) if confusion[c].sum() else None
                  for c in range(classes)]
-    return {"dataset": name, "images": len(x), "accuracy": result["accuracy"], "loss": result["loss"],
-            "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist()}
+    return {"dataset": name, "images": len(x), "device": device, "accuracy": result["accuracy"],
+            "loss": result["loss"], "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist()}
 
 
-def _resume_settings(folder, overrides):
-    saved = _read_json(os.path.join(folder, "run.json"))
-    if overrides.get("epochs") is not None:
-        saved["epochs"] = overrides["epochs"]    # resuming may extend the run
-    return saved
+def eval_device(path):
+    """The device a checkpoint was saved from if it is usable here, else "cpu"."""
+    _, metadata = checkpoint.read(path)
+    try:
+        saved = json.loads(metadata.get("compile", "{}")).get("device", "cpu")
+    except (ValueError, AttributeError):
+        saved = "cpu"       # restore.load says what is wrong with the metadata
+    if saved == "cuda":
+        try:
+            kernels.check_cuda()
+        except FastnetError:
+            return "cpu"
+    return saved if saved in kernels.DEVICES else "cpu"
+
+
+def _resume_settings(folder, saved, given):
+    """The saved settings with what `given` may change on a resume (RESUMABLE) changed; any other
+    option given with a value other than the saved one is a FastnetError naming it."""
+    settings = dict(saved)
+    for key, value in given.items():
+        if value is None:
+            continue
+        was = saved.get(key, DEFAULTS.get(key))
+        if key in RESUMABLE:
+            settings[key] = value
+        elif value != was:
+            option = "--" + key.replace("_", "-")
+            raise FastnetError(f"{option} cannot change when resuming: the run in {folder} has "
+                               f"{option} {was}; a resume may change only "
+                               f"{', '.join('--' + k for k in RESUMABLE)} (start a new run for the rest)")
+    return settings
+
+
+def _make_folder(out):
+    """Create the run folder: `out`, or runs/<timestamp>, with -2, -3, ... added where another run
+    took that name in the same second (os.mkdir is atomic: two runs never share one)."""
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        return out
+    base = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs("runs", exist_ok=True)
+    for attempt in range(1, 10000):
+        folder = base if attempt == 1 else f"{base}-{attempt}"
+        try:
+            os.mkdir(folder)
+            return folder
+        except FileExistsError:
+            continue
+    raise FastnetError(f"cannot make a run folder beside {base}: too many taken; pass --out")
 
 
 def _read_json(path):
@@ -236,7 +337,8 @@ def _plot_curves(path, rows):
         ax.plot(epochs, [row[key] for row in rows], "o-", label="train")
         if rows and rows[0].get("val_" + key) is not None:
             ax.plot(epochs, [row["val_" + key] for row in rows], "o-", label="validation")
-        ax.plot(epochs, [row["test_" + key] for row in rows], "o-", label="test")
+        if rows and rows[0].get("test_" + key) is not None:
+            ax.plot(epochs, [row["test_" + key] for row in rows], "o-", label="test")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(title)

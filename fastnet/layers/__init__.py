@@ -11,6 +11,7 @@ from .dense import Dense
 from .dropout import Dropout
 from .merge import Add, Concat, Slice
 from .norm import BatchNorm1D, BatchNorm2D
+from .normalize import Normalize
 from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .reshape import Flatten
 

@@ -116,6 +116,8 @@ class Layer(ABC):
     folds_batchnorm = False  # in evaluation, a batch norm after it folds into its parameters
                              # (Conv2D: weight and bias; see _BatchNorm.fold, and the plan)
     is_batchnorm = False
+    draws_seed = True    # the plan draws the layer a seed (Dropout's masks); False: the seeds and
+                         # initialisation of the other layers are those of the network without it
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

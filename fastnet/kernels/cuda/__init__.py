@@ -45,6 +45,7 @@ from .norm import (
     batchnorm_forward_train,
     batchnorm_workspace_shapes,
 )
+from .normalize import normalize_backward, normalize_forward
 from .optim import adam_update, sgd_update
 from .pool import (
     avgpool2d_backward,
