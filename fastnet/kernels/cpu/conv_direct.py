@@ -54,10 +54,7 @@ from .simd import TILE, tile_8x12, tile_16x6
 # a tile of 16 output channels x 6 pixels does little work per output entry and its 96 scalar
 # stores into the NCHW output (one per entry) cost more than its multiply-adds: the forward then
 # runs its tiles along pixels, 16 pixels x 6 output channels, after building a pixel-blocked column
-# matrix. Measured on the zoo (batch 64, 2 threads, a loaded machine): 1->32 3x3 at 28x28 1.30 ->
-# 0.75 ms, 1->16 0.56 -> 0.49 ms; with K = 25 (1->6 5x5) or 16 (a 1x1 on 16 channels) the column
-# matrix cost more than it saved (0.31 -> 0.46 ms, 1.15 -> 1.67 ms). im2col + BLAS is faster still
-# on these first layers (0.26-0.40 ms).
+# matrix; with more taps the column matrix costs more than it saves (bench/NOTES.md, conv_direct).
 PIXEL_TILE_K = 9
 
 

@@ -40,9 +40,8 @@ Workspaces (conv2d_winograd_workspace_shapes), no batch axis: u (16, C, O) the t
 v (16, rows, Cp), m (16, rows, Op) with rows >= chunk images * TH * TW, and for backward partial
 and product (16, C, O), the thread's dU sum and one chunk's product. rows is chosen so that a
 plane of v (and of m) is an odd multiple of 256 bytes in float32 past a multiple of 4 KiB
-(_rows): the transforms' 16 streams, one per plane, then fall into 16 different cache sets. Planes
-a multiple of 4 KiB apart (64 channels, 128 tiles: rows 128 against 129) made the input transform
-and its adjoint 2x slower; 512 bytes past one (16 channels at 28x28: rows 392 against 396), 13%.
+(_rows): the transforms' 16 streams, one per plane, then fall into 16 different cache sets (planes
+a multiple of 4 KiB apart made the transforms several times slower: bench/NOTES.md, conv_winograd).
 """
 
 from numba import njit, prange
