@@ -10,7 +10,16 @@ a static graph compiled once, a minibatch trainer.
 from . import callbacks, data, losses, models, schedules, threads
 from ._version import __version__  # noqa: F401
 from .data import datasets  # fn.datasets.load(...): fastnet/data/datasets.py
-from .errors import CheckpointError, DataError, DivergenceError, FastnetError, MonitorError, ShapeError, SpecError
+from .errors import (
+    CheckpointError,
+    DataError,
+    DivergenceError,
+    FastnetError,
+    MemoryBudgetError,
+    MonitorError,
+    ShapeError,
+    SpecError,
+)
 from .graph import Graph, Sequential
 from .layers import *  # noqa: F403 (Layer and every layer class: fn.Dense, fn.Conv2D, ...)
 from .model import History, Model

@@ -6,7 +6,17 @@ import os
 import platform
 import sys
 
-from .errors import FastnetError
+from .errors import DivergenceError, FastnetError
+
+EXIT_CODES = """exit codes:
+  0    done
+  1    the run failed after it started: training diverged (the run folder keeps the last
+       finite epoch's checkpoint), or the system failed (a disk full, an I/O error)
+  2    bad input: a usage error, a data set, spec, checkpoint or file that is missing or
+       cannot be used, a network too large for the memory available
+  130  interrupted (Ctrl-C)
+Errors are printed as one line; --debug (before or after the command) shows the traceback.
+A run that cannot start leaves no run folder."""
 
 
 def info():
@@ -99,10 +109,16 @@ def _cuda():
 def main(argv=None):
     from .run import DEFAULTS, ZOO
 
-    parser = argparse.ArgumentParser(prog="fastnet", description="JIT-compiled CNN/MLP training engine")
+    parser = argparse.ArgumentParser(prog="fastnet", description="JIT-compiled CNN/MLP training engine",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    # --debug after the command too (SUPPRESS: the command's parser leaves the flag before it alone)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("info", help="versions, threads, cache dir, BLAS, CUDA")
-    t = commands.add_parser("train", help="train a network on an MNIST-like data set",
+    commands.add_parser("info", help="versions, threads, cache dir, BLAS, CUDA", parents=[debug])
+    t = commands.add_parser("train", help="train a network on an MNIST-like data set", parents=[debug],
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--model", default=DEFAULTS["model"],
                    help=f"{' | '.join(sorted(ZOO))} | PATH.toml (a network spec file)")
@@ -144,14 +160,14 @@ def main(argv=None):
                    "only --epochs, --lr (the schedule is made again for them), --device and --download may change")
     commands.add_parser("bench", help="fastnet vs PyTorch vs NumPy (a source checkout's bench/; "
                         "`fastnet bench --help` for its options)", add_help=False)
-    e = commands.add_parser("eval", help="evaluate a checkpoint on a test set")
+    e = commands.add_parser("eval", help="evaluate a checkpoint on a test set", parents=[debug])
     e.add_argument("checkpoint")
     e.add_argument("--dataset", help="default: the one the checkpoint was trained on")
     e.add_argument("--device", choices=["cpu", "cuda"],
                    help="default: the one it was saved from if usable here, else the CPU")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     x = commands.add_parser("export", help="write a checkpoint's network as an ONNX model "
-                            "(pip install 'fastnet[onnx]')")
+                            "(pip install 'fastnet[onnx]')", parents=[debug])
     x.add_argument("checkpoint")
     x.add_argument("out", metavar="OUT.onnx")
     x.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
@@ -168,10 +184,28 @@ def main(argv=None):
             evaluate(args)
         elif args.command == "export":
             export(args)
-    except FastnetError as err:
-        print(f"fastnet: error: {err}", file=sys.stderr)
-        return 2
+    except (FastnetError, OSError, KeyboardInterrupt) as err:
+        if args.debug:
+            raise
+        code, message = _failure(err)
+        print(f"fastnet: {message}", file=sys.stderr)
+        return code
     return 0
+
+
+def _failure(err):
+    """(exit code, one line) for an error the command line reports without a traceback (EXIT_CODES)."""
+    if isinstance(err, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(err, DivergenceError):
+        return 1, f"error: {err}"
+    if isinstance(err, FastnetError):
+        return 2, f"error: {err}"
+    # OSError: str() has the errno's text and the file name ("[Errno 2] No such file or directory: 'x'")
+    text = f"{err.strerror}: {err.filename!r}" if err.strerror and err.filename else str(err) or type(err).__name__
+    if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return 2, f"error: {text}"
+    return 1, f"error: {type(err).__name__}: {text}"
 
 
 def _size(text):
@@ -222,6 +256,7 @@ def train(args, given=None):
     if args.resume:
         given = dict(given or {"epochs": args.epochs})
         given.pop("resume", None)
+        given.pop("debug", None)
         if given.get("out") is not None:
             raise FastnetError(f"--out cannot be given with --resume: the resumed run writes to {args.resume}")
         return run_training(given, resume=args.resume)

@@ -1,7 +1,14 @@
 """The exceptions fastnet raises. Every one is a FastnetError, so `except fn.FastnetError` catches all.
 
 The second base class of each says what kind of problem it is, so code written
-against the standard exceptions (ValueError for bad input, ...) keeps working.
+against the standard exceptions (ValueError for bad input, ...) keeps working:
+  ValueError          bad input: shapes, data, specs, compile arguments, checkpoints. A corrupt or
+                      mismatched checkpoint is bad input that happens to come from a file (a file
+                      that is not there stays the standard FileNotFoundError, an OSError);
+  FloatingPointError  training diverged (DivergenceError);
+  MemoryError         the network does not fit the memory compile may use (MemoryBudgetError).
+`fastnet` (the command line, fastnet/cli.py) prints any of them as one line and exits with 2
+(DivergenceError: 1).
 """
 
 
@@ -17,7 +24,7 @@ class DataError(FastnetError, ValueError):
     """Data that cannot be used: a malformed file, labels out of range, non-finite values."""
 
 
-class CheckpointError(FastnetError):
+class CheckpointError(FastnetError, ValueError):
     """A checkpoint or state dict that does not match the model, or a file that cannot be read."""
 
 
@@ -33,3 +40,9 @@ class SpecError(FastnetError, ValueError):
 class MonitorError(FastnetError, ValueError):
     """A callback's monitor (fastnet.callbacks) is not among the figures fit records (or was not
     measured)."""
+
+
+class MemoryBudgetError(FastnetError, MemoryError):
+    """The memory a network needs (parameters, gradients, optimizer state, activations, workspaces:
+    estimated from the shapes at compile, before anything is allocated) exceeds the memory available
+    (or compile's max_memory)."""

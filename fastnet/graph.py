@@ -47,13 +47,17 @@ class Network(ABC):
         return {} if self.input_shape is None else {"input_shape": list(self.input_shape)}
 
     def compile(self, input_shape=None, batch_size=None, loss="cross_entropy", optimizer=None,
-                device="cpu", seed=0, dtype="float32", conv_algorithm="auto"):
+                device="cpu", seed=0, dtype="float32", conv_algorithm="auto", max_memory=None):
         """Infer shapes, allocate every buffer, compile every kernel: returns a Model.
         input_shape may be left out when the network knows it (a Graph's Input, a spec).
         conv_algorithm: "auto" times each convolution's algorithms on its real shapes and batch and
         keeps the fastest (measured once per machine, then cached: fastnet/algorithms.py);
         "im2col", "direct" or "winograd" forces one where it applies (im2col elsewhere); {layer: name}
-        gives each its own."""
+        gives each its own.
+        max_memory: the most memory the model may take, in bytes or as "4GiB", "512MiB", "8GB";
+        by default the memory available (the GPU's free memory on "cuda"). Compile sums what the
+        model needs from the shapes before allocating anything, and a network over the limit is a
+        MemoryBudgetError with the figures (Model.summary() shows the estimate)."""
         if input_shape is None:
             input_shape = self.input_shape
         if input_shape is None:
@@ -62,7 +66,8 @@ class Network(ABC):
             raise ShapeError("compile() needs the batch_size")
         input_node, nodes = self.nodes(as_shape(input_shape))
         return Model(self, input_node, nodes, batch_size=batch_size, loss=loss, optimizer=optimizer,
-                     device=device, seed=seed, dtype=dtype, conv_algorithm=conv_algorithm)
+                     device=device, seed=seed, dtype=dtype, conv_algorithm=conv_algorithm,
+                     max_memory=max_memory)
 
 
 class Sequential(Network):

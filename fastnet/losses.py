@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .errors import DataError, ShapeError
+from .errors import DataError, ShapeError, SpecError
 from .kernels.workspace import allocate
 
 
@@ -101,5 +101,5 @@ def get(loss):
     if isinstance(loss, (CrossEntropy, MSE)):
         return loss
     if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}: expected one of {', '.join(LOSSES)}")
+        raise SpecError(f"unknown loss {loss!r}: expected one of {', '.join(LOSSES)}")
     return LOSSES[loss]

@@ -19,7 +19,7 @@ from .callbacks import Callback
 from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError
 from .layers import Softmax
 from .optim import SGD, Optimizer
-from .plan import Plan
+from .plan import MEMORY_PARTS, Plan, check_memory, estimate_memory, format_bytes, parse_memory
 from .threads import restores_numpy_blas_threads
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -63,7 +63,7 @@ class History:
 class Model:
     @restores_numpy_blas_threads
     def __init__(self, network, input_node, nodes, batch_size, loss, optimizer, device, seed, dtype,
-                 conv_algorithm=algorithms.AUTO):
+                 conv_algorithm=algorithms.AUTO, max_memory=None):
         if int(batch_size) != batch_size or batch_size < 1:
             raise ShapeError(f"batch_size must be a positive integer, got {batch_size!r}")
         if str(np.dtype(dtype)) not in DTYPES:
@@ -79,6 +79,11 @@ class Model:
         self.optimizer = optimizer if optimizer is not None else SGD(lr=0.01)
         if not isinstance(self.optimizer, Optimizer):
             raise TypeError(f"optimizer must be fn.SGD, fn.Adam or fn.AdamW, got {optimizer!r}")
+        # The budget before anything is allocated (the plan's parameters, the algorithm trials).
+        self.memory_estimate = estimate_memory(input_node, nodes, self.batch_size, self.dtype, self.k,
+                                               self.optimizer, conv_algorithm)
+        self.memory_limit = check_memory(self.memory_estimate, self.batch_size, device,
+                                         parse_memory(max_memory))
         seeds = np.random.SeedSequence(seed).spawn(2)
         names = dict(zip(map(id, network.layers), network.layer_names()))
         self.plan = Plan(input_node, nodes, [names[id(node.layer)] for node in nodes], self.batch_size,
@@ -491,6 +496,11 @@ class Model:
                      f"gradients {memory['gradients'] / 2**20:.1f} MiB (shared between tensors whose "
                      f"gradients are not live at once; {memory['gradients_unshared'] / 2**20:.1f} MiB "
                      f"unshared)")
+        estimate = self.memory_estimate
+        parts = ", ".join(f"{MEMORY_PARTS[part]} {format_bytes(estimate[part])}" for part in MEMORY_PARTS
+                          if estimate[part])
+        lines.append(f"compile's memory estimate: {format_bytes(estimate['total'])} ({parts}); "
+                     f"limit: {self.memory_limit[1]}")
         return "\n".join(lines)
 
 

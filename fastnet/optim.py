@@ -13,6 +13,11 @@ class Optimizer:
         """Fresh state buffers (zeros, on the device of kernel namespace k) for a flat parameter array."""
         return {name: k.zeros(flat_params.shape, flat_params.dtype) for name in self.state_names}
 
+    def state_size(self, count):
+        """How many numbers of state the optimizer keeps for `count` parameters (SGD with momentum:
+        one per parameter, Adam and AdamW: two; compile's memory budget counts them)."""
+        return len(self.state_names) * count
+
     def _check(self, **values):
         for key, value in values.items():
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):

@@ -21,15 +21,22 @@ Given the input node and the layer nodes in a topological order (fastnet/graph.p
      from the live parameters), writes the last folded tensor's buffer, and the others are skipped.
      Training runs every layer as it is.
 Model runs every kernel once after this (Numba compiles it), then initialises the parameters.
+
+Before any of it, `estimate_memory` sums from the shapes alone what the plan, the optimizer and the
+loss will allocate, and `check_memory` refuses (MemoryBudgetError) a network that does not fit the
+memory available (or compile's max_memory): a network too big for the machine fails in a moment
+with the figures, not after minutes of swapping or with the kernel's OOM killer.
 """
 
 import math
+import os
+import re
 
 import numpy as np
 
 from . import algorithms
-from .errors import ShapeError
-from .kernels.workspace import allocate
+from .errors import MemoryBudgetError, ShapeError, SpecError
+from .kernels.workspace import WorkspaceSpec, allocate
 from .layers.base import Slot
 
 WRITE, ACCUMULATE, SCRATCH = "write", "accumulate", "scratch"
@@ -278,6 +285,162 @@ class Plan:
         for slot in self.slots:
             slot.step = step
             slot.row_offset = row_offset
+
+
+# -- the memory budget ----------------------------------------------------------------------
+# What estimate_memory's parts mean (summary() prints them in this order).
+MEMORY_PARTS = {
+    "parameters": "parameters",
+    "gradients": "parameter gradients",
+    "optimizer": "optimizer state",
+    "buffers": "layer buffers",
+    "activations": "activations",
+    "activation_gradients": "activation gradients (at most)",
+    "workspaces": "workspaces",
+    "loss": "loss buffers",
+    "measurement": "algorithm measurement (at most)",
+}
+
+
+def estimate_memory(input_node, nodes, batch_size, dtype, k, optimizer, conv_algorithm=algorithms.AUTO):
+    """{part: bytes} (the MEMORY_PARTS and "total") of what compiling the network at `batch_size`
+    allocates, computed from the shapes alone: nothing is allocated. An upper bound in two parts:
+    activation gradients are counted as if no two tensors shared a buffer and every extra reader of
+    a tensor needed a scratch buffer (the plan shares them, see _schedule_backward), and activations
+    as if no fused ReLU shared its producer's buffer. Workspaces: for a layer with several
+    algorithms, the largest of theirs; "measurement": the largest layer's trial buffers when
+    compile times its algorithms (all its algorithms' workspaces at once, fastnet/algorithms.py).
+    Not counted: evaluation's folded copies of a convolution's weights (one per folded batch norm,
+    the size of the weights)."""
+    itemsize = np.dtype(dtype).itemsize
+    tensors = [input_node] + list(nodes)
+    sizes = {id(t): batch_size * math.prod(t.shape) for t in tensors}
+    readers = {}
+    for node in nodes:
+        for src in node.inputs:
+            readers[id(src)] = readers.get(id(src), 0) + 1
+    measures = isinstance(conv_algorithm, dict) or conv_algorithm == algorithms.AUTO
+    n_params = n_buffers = 0
+    workspaces = measurement = 0
+    seen = set()
+    for node in nodes:
+        layer, in_shapes = node.layer, [src.shape for src in node.inputs]
+        layer_params = sum(math.prod(shape) for shape in layer.param_shapes(in_shapes).values())
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            n_params += layer_params
+            n_buffers += sum(math.prod(shape) for shape in layer.buffer_shapes(in_shapes).values())
+        choices = tuple(layer.algorithms(in_shapes, k)) or (None,)
+        each = [_workspace_bytes(algorithms.workspace_shapes(layer, in_shapes, k, name), batch_size, itemsize)
+                for name in choices]
+        workspaces += max(each)
+        if len(choices) > 1 and measures:     # x, dx, y, dy, parameters and their gradients
+            trial = sum(each) + 2 * (layer_params + sizes[id(node.inputs[0])] + sizes[id(node)]) * itemsize
+            measurement = max(measurement, trial)
+    out = tensors[-1]
+    parts = {
+        "parameters": n_params * itemsize,
+        "gradients": n_params * itemsize,
+        "optimizer": optimizer.state_size(n_params) * itemsize,
+        "buffers": n_buffers * itemsize,
+        "activations": sum(sizes.values()) * itemsize,
+        "activation_gradients": sum(size * max(1, readers.get(key, 0)) for key, size in sizes.items()) * itemsize,
+        "workspaces": workspaces,
+        # the targets (int64 labels at most) and the loss's workspace (at most one output's size)
+        "loss": batch_size * 8 + sizes[id(out)] * itemsize,
+        "measurement": measurement,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def _workspace_bytes(specs, batch_size, itemsize):
+    total = 0
+    for spec in specs.values():
+        spec = WorkspaceSpec.of(spec)
+        count = math.prod(spec.shape) * (batch_size if spec.per_sample else 1)
+        total += count * (spec.dtype.itemsize if spec.dtype is not None else itemsize)
+    return total
+
+
+def format_bytes(count):
+    """Binary units, one decimal: 512 B, 1.5 KiB, 2.9 TiB."""
+    count = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(count) < 1024 or unit == "PiB":
+            return f"{count:.0f} B" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50,
+          "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15}
+
+
+def parse_memory(value):
+    """compile's max_memory as bytes: a number of bytes, or a string "4GiB", "512 MiB", "1.5 TiB"
+    (binary), "4GB", "500MB" (decimal, as SI writes them) or "4G", "512m" (binary, as `docker -m`
+    takes them); None: no limit given (the memory available is the limit)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number, unit = value, ""
+    elif isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", value)):
+        number, unit = float(match.group(1)), match.group(2).lower()
+    else:
+        number, unit = None, None
+    if unit not in _UNITS or number is None or not math.isfinite(number) or number <= 0:
+        raise SpecError(f"max_memory must be a positive number of bytes or a size such as '4GiB', "
+                        f"'512MiB', '8GB', '4G', got {value!r}")
+    return int(number * _UNITS[unit])
+
+
+def available_memory(device):
+    """(bytes, where) of the memory a compile on `device` may use, or (None, why) where it cannot
+    be told: a GPU's free memory (CUDA), else the host's available memory (Linux: MemAvailable in
+    /proc/meminfo; elsewhere os.sysconf's available pages, or psutil where installed)."""
+    if device == "cuda":
+        try:
+            from numba import config, cuda
+            if not config.ENABLE_CUDASIM:
+                free, _ = cuda.current_context().get_memory_info()
+                return int(free), "free on the GPU"
+        except Exception:       # no usable driver here: the host's memory is what can be told
+            pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "available"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "available"
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available), "available"
+    except Exception:           # psutil absent (it is not a dependency), or it failed
+        return None, "the memory available cannot be told here"
+
+
+def check_memory(estimate, batch_size, device, max_memory=None):
+    """Refuse (MemoryBudgetError) an estimate over max_memory (bytes, parse_memory's), or, where
+    none is given, over the memory available. Returns (limit in bytes or None, its description)."""
+    if max_memory is not None:
+        limit, what = max_memory, f"max_memory is {format_bytes(max_memory)}"
+    else:
+        limit, where = available_memory(device)
+        what = where if limit is None else f"{format_bytes(limit)} {where}"
+    if limit is not None and estimate["total"] > limit:
+        largest = sorted((part for part in MEMORY_PARTS if estimate[part]), key=estimate.get, reverse=True)[:3]
+        detail = ", ".join(f"{MEMORY_PARTS[part]} {format_bytes(estimate[part])}" for part in largest)
+        raise MemoryBudgetError(f"the network needs {format_bytes(estimate['total'])} at batch {batch_size}, "
+                                f"{what} (largest: {detail}); use a smaller network or batch size"
+                                + ("" if max_memory is not None else ", or compile(max_memory=...) to set "
+                                   "the limit yourself"))
+    return limit, what
 
 
 class _BufferPool:
