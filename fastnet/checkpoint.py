@@ -13,7 +13,9 @@ generator that orders the next epoch's batches), "schedule" (the learning-rate s
 normalisation `fastnet train` used).
 
 No pickle: safetensors holds only raw arrays and strings. Saving is atomic (fastnet/atomic.py):
-a crash mid-save leaves the previous file whole.
+a crash mid-save leaves the previous file whole. A save that fails (a full disk, a read-only
+folder) raises CheckpointError naming the file, its cause the OSError, and leaves no temporary
+file behind.
 
 This module is the file format, below the model (Model.save calls `save`); rebuilding a model from
 a checkpoint needs the spec reader and the networks above the model, and is fastnet/restore.py's.
@@ -57,8 +59,15 @@ def save(model, path):
         "info": json.dumps(model.info),
     }
     data = to_bytes(tensors, metadata=metadata)
-    with atomic_write(path) as f:
-        f.write(data)
+    try:
+        with atomic_write(path) as f:
+            f.write(data)
+    except OSError as err:
+        # A full disk, a read-only folder, a failed rename: the previous file is whole (atomic_write
+        # removed its temporary file). A CheckpointError, so `fastnet train` reports it in one line;
+        # the OSError is its __cause__ (err.__cause__.errno is errno.ENOSPC for a full disk).
+        raise CheckpointError(f"cannot save the checkpoint {os.fspath(path)}: {err}; the previous "
+                              f"file there (if any) is unchanged") from err
 
 
 def read(path):

@@ -3,15 +3,22 @@ that built it: the network from the spec it carries, compiled with the saved set
 weights, optimizer state and progress put back. `fastnet.load` is `load`."""
 
 import json
+import math
 import os
 
 from . import algorithms, checkpoint, schedules
 from .data import augment as augmentation
 from .errors import CheckpointError, FastnetError
+from .nodes import as_shape
 from .optim import SGD, Adam, AdamW
 from .spec import from_spec
 
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW)}
+
+# The most memory a checkpoint may make `load` allocate, in bytes; None: half this machine's RAM.
+# Checked, before anything is allocated, against a lower bound of what the compiled model needs.
+MEMORY_LIMIT = None
+WEIGHT_SLACK = 2**20     # values a spec may declare beyond what the file holds before compiling
 
 
 def load(path, batch_size=None, device=None):
@@ -22,6 +29,8 @@ def load(path, batch_size=None, device=None):
     try:
         spec = json.loads(metadata["spec"])
         settings = json.loads(metadata["compile"])
+        if not isinstance(settings, dict) or not isinstance(settings.get("optimizer"), dict):
+            raise TypeError("compile must be a JSON object with an optimizer object")
         step, epoch = int(metadata["step"]), int(metadata["epoch"])
         rng_state = json.loads(metadata["shuffle_rng"])
         schedule = schedules.from_config(json.loads(metadata.get("schedule", "null")))
@@ -36,12 +45,20 @@ def load(path, batch_size=None, device=None):
         raise CheckpointError(f"{name}: the checkpoint's metadata is incomplete or malformed "
                               f"({type(err).__name__}: {err})") from None
     try:
+        batch_size = settings["batch_size"] if batch_size is None else batch_size
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise CheckpointError(f"{name}: the checkpoint's batch_size must be a positive integer, got "
+                                  f"{batch_size!r}")
         network = from_spec(spec)
-        model = network.compile(batch_size=batch_size or settings["batch_size"], loss=settings["loss"],
+        _check_size(name, network, spec, settings, batch_size, tensors)
+        model = network.compile(batch_size=batch_size, loss=settings["loss"],
                                 optimizer=optimizer, device=device or settings["device"],
                                 seed=settings["seed"], dtype=settings["dtype"], conv_algorithm=conv_algorithm)
-    except FastnetError as err:
-        raise CheckpointError(f"{name}: the saved network cannot be rebuilt: {err}") from None
+    except CheckpointError:
+        raise
+    except (FastnetError, KeyError, ValueError, TypeError, OverflowError) as err:
+        raise CheckpointError(f"{name}: the saved network cannot be rebuilt: "
+                              f"{type(err).__name__}: {err}") from None
     weights = {k: v for k, v in tensors.items() if not k.startswith(checkpoint.OPTIMIZER_PREFIX)}
     model.load_state_dict(weights)      # names, shapes and finiteness checked: CheckpointError
     for state_name, buffer in model.opt_state.items():
@@ -51,6 +68,42 @@ def load(path, batch_size=None, device=None):
                                   f"wrong shape")
         model.k.copy_in(buffer, saved)
     model.step, model.epoch = step, epoch
-    model._shuffle_rng.bit_generator.state = rng_state
+    try:
+        model._shuffle_rng.bit_generator.state = rng_state
+    except (ValueError, TypeError, KeyError, OverflowError) as err:
+        raise CheckpointError(f"{name}: the checkpoint's shuffle_rng is not a generator state "
+                              f"({type(err).__name__}: {err})") from None
     model.schedule, model.augment, model.info = schedule, augment, info
     return model
+
+
+def _check_size(name, network, spec, settings, batch_size, tensors):
+    """Before compiling: the parameters and buffers the spec declares must be held by the file, give
+    or take WEIGHT_SLACK (a lying spec cannot make `load` allocate far more weights than the file
+    carries), and a lower bound
+    of the compiled model's memory (weights, gradients, optimizer state, activations and their
+    gradients for the batch) must fit MEMORY_LIMIT."""
+    input_node, nodes = network.nodes(as_shape(spec.get("input_shape") or network.input_shape))
+    seen, weights = set(), 0
+    for node in nodes:
+        if id(node.layer) in seen:
+            continue
+        seen.add(id(node.layer))
+        in_shapes = [src.shape for src in node.inputs]
+        shapes = [*node.layer.param_shapes(in_shapes).values(), *node.layer.buffer_shapes(in_shapes).values()]
+        weights += sum(math.prod(shape) for shape in shapes)
+    held = sum(t.size for k, t in tensors.items() if not k.startswith(checkpoint.OPTIMIZER_PREFIX))
+    # Slack: a mismatch by a few values compiles, and load_state_dict then names the tensor.
+    if weights > held + WEIGHT_SLACK:
+        raise CheckpointError(f"{name}: the saved spec declares {weights} parameters and buffers but the "
+                              f"file holds only {held} values for them")
+    activations = sum(math.prod(node.shape) for node in [input_node, *nodes])
+    itemsize = 8 if settings.get("dtype") == "float64" else 4
+    needed = itemsize * (4 * weights + 2 * batch_size * activations)
+    limit = MEMORY_LIMIT
+    if limit is None:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    if needed > limit:
+        raise CheckpointError(f"{name}: the saved network would need at least {needed / 2**30:.1f} GiB "
+                              f"for batch {batch_size} (more than the {limit / 2**30:.1f} GiB allowed); "
+                              f"pass a smaller batch_size")

@@ -60,9 +60,9 @@ def from_spec(spec):
     if not isinstance(entries, list) or not entries:
         raise SpecError("a spec needs a non-empty list of [[layers]]")
     input_shape = spec.get("input_shape")
-    if input_shape is not None and (not isinstance(input_shape, list)
-                                    or not all(isinstance(d, int) and d > 0 for d in input_shape)):
-        raise SpecError(f"input_shape must be a list of positive integers, got {input_shape!r}")
+    if input_shape is not None and (not isinstance(input_shape, list) or not input_shape or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)):
+        raise SpecError(f"input_shape must be a non-empty list of positive integers, got {input_shape!r}")
     is_graph = any(key in spec for key in GRAPH_KEYS) or any(
         isinstance(entry, dict) and "inputs" in entry for entry in entries)
     if not is_graph:
@@ -163,7 +163,7 @@ def _read_toml(path):
             return tomllib.load(f)
     except OSError as err:
         raise SpecError(f"cannot read the spec file {path}: {err.strerror}") from None
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:   # TOML is UTF-8 text
         raise SpecError(f"{path} is not valid TOML: {err}") from None
 
 
@@ -177,7 +177,9 @@ def _build_layer(index, entry):
         raise SpecError(f"layer {index}: unknown type {kind!r}; known: {', '.join(sorted(Layer.types))}")
     try:
         return cls(**args)
-    except TypeError as err:     # an argument the constructor does not take, or one missing
+    except (TypeError, ValueError, OverflowError) as err:
+        # an argument the constructor does not take, one missing, or a value of the wrong type
+        # ("ten" for a size; int("ten") is a ValueError) or beyond what numpy holds
         raise SpecError(f"layer {index} ({kind}): {err}") from None
     except FastnetError as err:
         raise SpecError(f"layer {index} ({kind}): {err}") from None

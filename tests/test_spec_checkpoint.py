@@ -248,8 +248,9 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatc
     def crash(*args):
         raise OSError("power cut")
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="power cut"):
+    with pytest.raises(fn.CheckpointError, match="power cut") as caught:
         model.save(path)
+    assert isinstance(caught.value.__cause__, OSError)
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["model.safetensors"]

@@ -27,6 +27,7 @@ __all__ = ["load_npz", "KEYS"]
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")   # a zip's first entry, or an empty zip's end record
+_MAX_RATIO = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: 1032}   # uncompressed / compressed, at most
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError)
 
 
@@ -68,21 +69,32 @@ def load_npz(path):
 
 
 def _check_header(name, zip_file, key):
-    """The member's dtype and shape, from its .npy header, before its data is read."""
+    """The member's dtype and shape, from its .npy header, checked before its data is read: np.load
+    allocates the whole array the header claims before reading a byte of it."""
     member = key + ".npy"
+    try:
+        info = zip_file.getinfo(member)
+    except KeyError:        # np.load lists a member "x_train" (no .npy) as x_train too: raw bytes
+        raise DataError(f"{name}: {key} is not a .npy array (the archive has no {member})") from None
+    if info.compress_type not in _MAX_RATIO:
+        raise DataError(f"{name}: {member} is compressed with zip method {info.compress_type}; "
+                        f"np.savez stores and np.savez_compressed deflates, nothing else")
     with zip_file.open(member) as f:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
             shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
+        elif version in ((2, 0), (3, 0)):
+            # 3.0 is 2.0 with a UTF-8 header; read as latin-1 the dict's keys and dtypes are the same
             shape, _, dtype = np.lib.format.read_array_header_2_0(f)
         else:
-            return                      # a newer header: np.load itself checks it
+            raise DataError(f"{name}: {member} has .npy format version {version}; known: 1.0, 2.0, 3.0")
     if dtype.hasobject:
         raise DataError(f"{name}: {key} is an object array (pickled Python objects); fastnet never unpickles "
                         f"data: save plain numeric arrays (np.savez(..., x_train=np.asarray(x, np.uint8)))")
     needed = dtype.itemsize * int(np.prod(shape, dtype=object))
-    held = zip_file.getinfo(member).file_size
+    # The zip's own sizes can lie too: the uncompressed size is only a claim, but no more than
+    # what its compressed bytes can inflate to (deflate: at most ~1032 to 1).
+    held = min(info.file_size, _MAX_RATIO[info.compress_type] * info.compress_size)
     if needed > held:
         raise DataError(f"{name}: {key}'s header says {dtype} {shape} ({needed} bytes) but the archive "
                         f"holds only {held} bytes for it: truncated or corrupt")
