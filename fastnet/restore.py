@@ -15,8 +15,8 @@ from .spec import from_spec
 
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW)}
 
-# The most memory a checkpoint may make `load` allocate, in bytes; None: half this machine's RAM.
-# Checked, before anything is allocated, against a lower bound of what the compiled model needs.
+# The most memory a checkpoint may make `load` allocate, in bytes: compile's max_memory (its memory
+# budget is checked before anything is allocated); None: what the machine has available.
 MEMORY_LIMIT = None
 WEIGHT_SLACK = 2**20     # values a spec may declare beyond what the file holds before compiling
 
@@ -53,7 +53,8 @@ def load(path, batch_size=None, device=None):
         _check_size(name, network, spec, settings, batch_size, tensors)
         model = network.compile(batch_size=batch_size, loss=settings["loss"],
                                 optimizer=optimizer, device=device or settings["device"],
-                                seed=settings["seed"], dtype=settings["dtype"], conv_algorithm=conv_algorithm)
+                                seed=settings["seed"], dtype=settings["dtype"], conv_algorithm=conv_algorithm,
+                                max_memory=MEMORY_LIMIT)
     except CheckpointError:
         raise
     except (FastnetError, KeyError, ValueError, TypeError, OverflowError) as err:
@@ -80,9 +81,7 @@ def load(path, batch_size=None, device=None):
 def _check_size(name, network, spec, settings, batch_size, tensors):
     """Before compiling: the parameters and buffers the spec declares must be held by the file, give
     or take WEIGHT_SLACK (a lying spec cannot make `load` allocate far more weights than the file
-    carries), and a lower bound
-    of the compiled model's memory (weights, gradients, optimizer state, activations and their
-    gradients for the batch) must fit MEMORY_LIMIT."""
+    carries); what the compiled model needs is compile's memory budget (MEMORY_LIMIT its max_memory)."""
     input_node, nodes = network.nodes(as_shape(spec.get("input_shape") or network.input_shape))
     seen, weights = set(), 0
     for node in nodes:
@@ -97,13 +96,3 @@ def _check_size(name, network, spec, settings, batch_size, tensors):
     if weights > held + WEIGHT_SLACK:
         raise CheckpointError(f"{name}: the saved spec declares {weights} parameters and buffers but the "
                               f"file holds only {held} values for them")
-    activations = sum(math.prod(node.shape) for node in [input_node, *nodes])
-    itemsize = 8 if settings.get("dtype") == "float64" else 4
-    needed = itemsize * (4 * weights + 2 * batch_size * activations)
-    limit = MEMORY_LIMIT
-    if limit is None:
-        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    if needed > limit:
-        raise CheckpointError(f"{name}: the saved network would need at least {needed / 2**30:.1f} GiB "
-                              f"for batch {batch_size} (more than the {limit / 2**30:.1f} GiB allowed); "
-                              f"pass a smaller batch_size")

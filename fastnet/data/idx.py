@@ -114,7 +114,13 @@ def _read_header(f, name):
             f"found {len(sizes)}"
         )
     shape = struct.unpack(f">{ndim}I", sizes)
-    return _DTYPES[code], shape, 4 + 4 * ndim
+    dtype = _DTYPES[code]
+    nonzero = _nbytes(dtype, [size for size in shape if size])
+    if 0 in shape and nonzero > np.iinfo(np.intp).max:
+        # no data to check against, but no array can have this shape (NumPy refuses to make one)
+        raise DataError(f"{name}: header shape {shape} describes an impossible array ({nonzero} bytes "
+                        f"if the zero sizes were not zero)")
+    return dtype, shape, 4 + 4 * ndim
 
 
 def _nbytes(dtype, shape):
