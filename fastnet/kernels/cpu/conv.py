@@ -134,6 +134,17 @@ def relu_mask_in_place(yn, dyn):
                 dyn[o, p] = zero
 
 
+@njit(cache=True)
+def channel_sum(dy, o):
+    """sum_{n, oh, ow} dy[n, o, oh, ow]: output channel o's bias gradient (every algorithm's)."""
+    total = dy.dtype.type(0)
+    for n in range(dy.shape[0]):
+        for oh in range(dy.shape[2]):
+            for ow in range(dy.shape[3]):
+                total += dy[n, o, oh, ow]
+    return total
+
+
 @njit(cache=True, parallel=True)
 def conv2d_forward(x, w, b, y, sh, sw, ph, pw, relu, cols, padded):
     """y = conv2d(x, w) + b (b may be None: no bias), then y = max(y, 0) where relu (a ReLU fused
@@ -203,9 +214,4 @@ def conv2d_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, cols, padded,
                 acc += partial[t, k, o]
             dw2[o, k] = acc
         if db is not None:
-            total = dy.dtype.type(0)
-            for n in range(N):
-                for oh in range(dy.shape[2]):
-                    for ow in range(dy.shape[3]):
-                        total += dy[n, o, oh, ow]
-            db[o] = total
+            db[o] = channel_sum(dy, o)

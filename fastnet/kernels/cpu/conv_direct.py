@@ -47,6 +47,7 @@ from numba import njit, prange
 
 from ..shapes import conv2d_output_hw
 from ..workspace import WorkspaceSpec
+from .conv import channel_sum, relu_mask_in_place
 from .matmul import BLOCKS
 from .simd import TILE, tile_8x12, tile_16x6
 
@@ -329,16 +330,6 @@ def _copy_into_border(dy, n, q, mh, mw):
                 row[j] = zero
 
 
-@njit(cache=True)
-def _relu_mask_in_place(yn, dyn):
-    """dyn = dyn if yn > 0 else 0: relu_backward's, with the mask read from the ReLU's output."""
-    zero = dyn.dtype.type(0)
-    for o in range(yn.shape[0]):
-        for p in range(yn.shape[1]):
-            if not yn[o, p] > zero:
-                dyn[o, p] = zero
-
-
 @njit(cache=True, parallel=True)
 def conv2d_direct_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, direct_padded, direct_tile,
                            direct_wpack, direct_woff, direct_poff, direct_dyt, direct_partial, direct_q,
@@ -374,7 +365,7 @@ def conv2d_direct_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, direct
         for n in range(N * t // T, N * (t + 1) // T):
             dyn = dy[n].reshape(O, P)
             if relu:
-                _relu_mask_in_place(y[n].reshape(O, P), dyn)
+                relu_mask_in_place(y[n].reshape(O, P), dyn)
             # weight gradient: dw[o, k] += sum_p dy[n, o, p] padded[poff[p] + woff[k]]
             image = _image(x, n, direct_padded[t], ph, pw)
             for o in range(O):
@@ -414,9 +405,4 @@ def conv2d_direct_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, direct
                 acc += direct_partial[t, o // lanes, k, o % lanes]
             dw2[o, k] = acc
         if db is not None:
-            total = dy.dtype.type(0)
-            for n in range(N):
-                for oh in range(OH):
-                    for ow in range(OW):
-                        total += dy[n, o, oh, ow]
-            db[o] = total
+            db[o] = channel_sum(dy, o)

@@ -48,7 +48,7 @@ from numba import njit, prange
 
 from ..shapes import conv2d_output_hw
 from ..workspace import WorkspaceSpec
-from .conv import relu_mask_in_place
+from .conv import channel_sum, relu_mask_in_place
 from .matmul import BLOCKS, matmul
 from .vector import WIDTH, gather, load, maximum, scatter, splat, store
 
@@ -384,9 +384,4 @@ def conv2d_winograd_backward(x, w, y, dy, dw, db, dx, sh, sw, ph, pw, relu, u, p
     _filter_adjoint(partial, dw)
     if db is not None:
         for o in prange(O):
-            total = dy.dtype.type(0)
-            for n in range(N):
-                for oh in range(OH):
-                    for ow in range(OW):
-                        total += dy[n, o, oh, ow]
-            db[o] = total
+            db[o] = channel_sum(dy, o)
