@@ -34,6 +34,12 @@ class _Recurrent(Layer):
         self.return_sequences = bool(return_sequences)
         self.truncate = None if truncate is None else int(truncate)
 
+    def config(self):
+        args = super().config()
+        if args["truncate"] is None:        # the default; TOML has no null
+            del args["truncate"]
+        return args
+
     def _sequence(self, input_shapes):
         if len(input_shapes) != 1 or len(input_shapes[0]) != 2:
             shape = tuple(input_shapes[0]) if len(input_shapes) == 1 else input_shapes
