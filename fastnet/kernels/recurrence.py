@@ -12,9 +12,10 @@ float64). PyTorch's equations (torch.nn.LSTM, torch.nn.GRU):
 
 with s the logistic sigmoid, computed as s(a) = (1 + tanh(a / 2)) / 2 (the same function, which
 never overflows and has no branch; the functions here call no others, since a device function
-compiled from plain Python cannot call a plain Python function), and ' the previous step. The backward functions return the gradients
-with respect to the pre-activations (what the weight-gradient products and the recurrent product
-take) and the gradient that flows into the previous step's state directly (not through W_hh).
+compiled from plain Python cannot call a plain Python function), and ' the previous step. The
+backward functions return the gradients with respect to the pre-activations (what the
+weight-gradient products and the recurrent product take) and the gradient that flows into the
+previous step's state directly (not through W_hh).
 """
 
 import math

@@ -14,6 +14,6 @@ from .norm import BatchNorm1D, BatchNorm2D
 from .normalize import Normalize
 from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .recurrent import GRU, LSTM, RNN
-from .reshape import Flatten
+from .reshape import Flatten, Reshape
 
 __all__ = ["Layer", *(cls.__name__ for cls in Layer.types.values())]
