@@ -171,6 +171,11 @@ def test_truncation_at_least_the_sequence_is_the_full_bptt_and_one_step_reaches_
     assert np.abs(one["0.weight_ih_l0"] - grads[None]["0.weight_ih_l0"]).max() > 1e-6
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_relu"])
+def test_truncated_bptt_on_cuda_agrees_with_the_cpu(cell):
+    check_layer(lambda: ours(cell, 2, True, truncate=2), (3, 2), 2, device="cuda", gradcheck=False)
+
+
 # -- networks as data, errors ---------------------------------------------------------------------
 
 def test_spec_and_checkpoint_round_trips(tmp_path):

@@ -26,37 +26,86 @@ h.detach()): the sequence is cut into chunks of k steps counted back from the la
 output's gradient reaches back to the start of its chunk at most (the last output exactly k steps).
 truncate = 0: the full backpropagation through time.
 
-Workspaces (<cell>_workspace_shapes, per sample): gates (T, G*H); hprev (T, H); LSTM: cells (T, H)
-the cell states, rec (G*H) one step's recurrent product, dh and dc (H) the gradients carried to
-the previous step; GRU: hidden (T, G*H) the recurrent products (their n part is W_hn h + b_hn,
-which the backward needs; the backward overwrites them with d(W_hh h + b_hh)), dh and carry (H);
-RNN: rec, dh. And whole (no batch axis): partial_ih, partial_hh, the weight-gradient products'
+The gate nonlinearities: sigmoid(a) = (1 + tanh(a / 2)) / 2 (the same function, no overflow, no
+branch), and tanh through `_tanh`: in float32 a rational approximation (Eigen's, as PyTorch's CPU
+kernels use; within a few units in the last place) whose loop over the hidden units LLVM
+vectorises, where a call of the C library's tanhf per element cost more than all the products of
+a step (bench/NOTES.md, lstm); in float64 math.tanh.
+
+Workspaces (<cell>_workspace_shapes, per sample): gates (T, G*H); hprev (T, H); LSTM: cells
+(T + 1, H) the cell states, c_{t-1} at t (0 at 0), rec (G*H) one step's recurrent product, dh
+and dc (H) the gradients carried to the previous step; GRU: hidden (T, G*H) the recurrent
+products (their n part is W_hn h + b_hn, which the backward needs; the backward overwrites them
+with d(W_hh h + b_hh)), dh and carry (H);
+RNN: rec, dh. And whole (no batch axis): w_hh_t (H, G*H), w_hh.T copied once per forward (the
+forward's step products read it); partial_ih, partial_hh, the weight-gradient products'
 per-thread sums (matmul_tn).
 """
 
-from numba import njit, prange
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .. import recurrence
 from ..workspace import WorkspaceSpec
-from .dense import bias_backward
 from .matmul import BLOCKS, MIN_ROWS, matmul, matmul_rows, matmul_tn, partial_sums_shape
 
-_lstm_cell = njit(cache=True, inline="always")(recurrence.lstm_cell)
 _lstm_cell_backward = njit(cache=True, inline="always")(recurrence.lstm_cell_backward)
-_gru_cell = njit(cache=True, inline="always")(recurrence.gru_cell)
 _gru_cell_backward = njit(cache=True, inline="always")(recurrence.gru_cell_backward)
-_rnn_cell = njit(cache=True, inline="always")(recurrence.rnn_cell)
 _rnn_cell_backward = njit(cache=True, inline="always")(recurrence.rnn_cell_backward)
+
+# Eigen's generic_fast_tanh_float: tanh(x) = x p(x^2) / q(x^2) on [-CLAMP, CLAMP], where tanh is
+# +-1 to float32's precision beyond.
+_CLAMP = np.float32(7.90531110763549805)
+_ALPHA = tuple(np.float32(a) for a in (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05,
+                                       5.12229709037114e-08, -8.60467152213735e-11, 2.00018790482477e-13,
+                                       -2.76076847742355e-16))
+_A1, _A3, _A5, _A7, _A9, _A11, _A13 = _ALPHA
+_B0, _B2, _B4, _B6 = (np.float32(b) for b in (4.89352518554385e-03, 2.26843463243900e-03,
+                                              1.18534705686654e-04, 1.19825839466702e-06))
+
+
+def _tanh(x):
+    """tanh(x) in x's dtype (see the module's docstring)."""
+    return math.tanh(x)
+
+
+@overload(_tanh, inline="always")
+def _tanh_typed(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        def rational(x):
+            x = min(max(x, -_CLAMP), _CLAMP)
+            x2 = x * x
+            p = x2 * _A13 + _A11
+            p = x2 * p + _A9
+            p = x2 * p + _A7
+            p = x2 * p + _A5
+            p = x2 * p + _A3
+            p = x2 * p + _A1
+            q = x2 * _B6 + _B4
+            q = x2 * q + _B2
+            q = x2 * q + _B0
+            return x * p / q
+        return rational
+    return lambda x: math.tanh(x)
+
+
+@njit(cache=True, inline="always")
+def _sigmoid(a, half):
+    return half + half * _tanh(half * a)
 
 
 def _partials(gates, features, hidden):
-    return {"partial_ih": WorkspaceSpec(partial_sums_shape((gates, features)), per_sample=False),
+    return {"w_hh_t": WorkspaceSpec((hidden, gates), per_sample=False),
+            "partial_ih": WorkspaceSpec(partial_sums_shape((gates, features)), per_sample=False),
             "partial_hh": WorkspaceSpec(partial_sums_shape((gates, hidden)), per_sample=False)}
 
 
 def lstm_workspace_shapes(steps, features, hidden):
     """name -> shape of the workspaces the LSTM kernels take (see the module's docstring)."""
-    return {"gates": (steps, 4 * hidden), "hprev": (steps, hidden), "cells": (steps, hidden),
+    return {"gates": (steps, 4 * hidden), "hprev": (steps, hidden), "cells": (steps + 1, hidden),
             "rec": (4 * hidden,), "dh": (hidden,), "dc": (hidden,), **_partials(4 * hidden, features, hidden)}
 
 
@@ -92,9 +141,52 @@ def _project(x, w_ih, gates, r0, r1):
 
 
 @njit(cache=True)
+def _transpose(w, w_t):
+    """w_t = w.T as a C-contiguous copy: OpenBLAS ran the step's thin product h @ w_hh.T three
+    times faster with the weights so than reading the transposed view (bench/NOTES.md, lstm)."""
+    for i in range(w.shape[0]):
+        for j in range(w.shape[1]):
+            w_t[j, i] = w[i, j]
+
+
+@njit(cache=True)
 def _cut(t, T, truncate):
     """Whether no gradient flows from step t into step t-1 (the module's docstring)."""
     return t == 0 or (truncate > 0 and (T - t) % truncate == 0)
+
+
+@njit(cache=True)
+def _state_out(hprev, y, n, t, skip):
+    """Where step t writes sample n's hidden state: hprev[n, t + 1] (the next step's input), or at
+    the last step y's last row. _copy_out then copies it to y where y keeps step t."""
+    T = hprev.shape[1]
+    return hprev[n, t + 1] if t + 1 < T else y[n, T - 1 - skip]
+
+
+@njit(cache=True)
+def _copy_out(hprev, y, n, t, skip):
+    T = hprev.shape[1]
+    if skip <= t < T - 1:
+        y[n, t - skip] = hprev[n, t + 1]
+
+
+@njit(cache=True)
+def _take_dy(dy, dh, n, t, skip):
+    """dh[n] += dy[n] at step t, where dy has that step."""
+    if t >= skip:
+        for j in range(dh.shape[1]):
+            dh[n, j] += dy[n, t - skip, j]
+
+
+@njit(cache=True)
+def _column_sums(g, db):
+    """db[j] = sum_r g[r, j], in row order: each row read once, contiguously (a sum per column
+    reading down the columns, as dense's bias_backward does, missed the cache on every element of
+    these tall (N*T, G*H) matrices: 18 ms against 0.5 ms at N = 64, T = 28, G*H = 512)."""
+    db[:] = 0
+    for r in range(g.shape[0]):
+        for j in range(g.shape[1]):
+            db[j] += g[r, j]
 
 
 @njit(cache=True)
@@ -106,8 +198,8 @@ def _weight_gradients(x, w_ih, d_ih, d_hh, hprev, dx, dw_ih, dw_hh, db_ih, db_hh
     gh = _flat(d_hh, 0, N)
     matmul_tn(gi, _flat(x, 0, N), dw_ih, partial_ih)
     matmul_tn(gh, _flat(hprev, 0, N), dw_hh, partial_hh)
-    bias_backward(gi, db_ih)
-    bias_backward(gh, db_hh)
+    _column_sums(gi, db_ih)
+    _column_sums(gh, db_hh)
     if dx is not None:
         matmul_rows(gi, w_ih, dx.reshape(N * T, F))
 
@@ -116,47 +208,45 @@ def _weight_gradients(x, w_ih, d_ih, d_hh, hprev, dx, dw_ih, dw_hh, db_ih, db_hh
 
 
 @njit(cache=True, parallel=True)
-def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, y, gates, hprev, cells, rec):
+def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, y, gates, hprev, cells, rec, w_hh_t):
     """y = the hidden states of the last y.shape[1] steps of torch.nn.LSTM(batch_first=True) from
     zero initial states."""
     N, T, _ = x.shape
     H = w_hh.shape[1]
     skip = T - y.shape[1]
-    one = x.dtype.type(1)
+    half = x.dtype.type(0.5)
     zero = x.dtype.type(0)
+    _transpose(w_hh, w_hh_t)
     blocks = _blocks(N)
     for b in prange(blocks):
         r0 = N * b // blocks
         r1 = N * (b + 1) // blocks
         _project(x, w_ih, gates, r0, r1)
+        hprev[r0:r1, 0] = zero
+        cells[r0:r1, 0] = zero
+        rec[r0:r1] = zero
         for t in range(T):
             if t > 0:
-                matmul(hprev[r0:r1, t], w_hh.T, rec[r0:r1])
+                matmul(hprev[r0:r1, t], w_hh_t, rec[r0:r1])
             for n in range(r0, r1):
+                gate = gates[n, t]
+                prod = rec[n]
+                c_prev = cells[n, t]
+                c_out = cells[n, t + 1]
+                h_out = _state_out(hprev, y, n, t, skip)
                 for j in range(H):
-                    a_i = gates[n, t, j] + b_ih[j] + b_hh[j]
-                    a_f = gates[n, t, H + j] + b_ih[H + j] + b_hh[H + j]
-                    a_g = gates[n, t, 2 * H + j] + b_ih[2 * H + j] + b_hh[2 * H + j]
-                    a_o = gates[n, t, 3 * H + j] + b_ih[3 * H + j] + b_hh[3 * H + j]
-                    c_prev = zero
-                    if t > 0:
-                        a_i += rec[n, j]
-                        a_f += rec[n, H + j]
-                        a_g += rec[n, 2 * H + j]
-                        a_o += rec[n, 3 * H + j]
-                        c_prev = cells[n, t - 1, j]
-                    i, f, g, o, c, h = _lstm_cell(a_i, a_f, a_g, a_o, c_prev, one)
-                    gates[n, t, j] = i
-                    gates[n, t, H + j] = f
-                    gates[n, t, 2 * H + j] = g
-                    gates[n, t, 3 * H + j] = o
-                    cells[n, t, j] = c
-                    if t == 0:
-                        hprev[n, 0, j] = zero
-                    if t + 1 < T:
-                        hprev[n, t + 1, j] = h
-                    if t >= skip:
-                        y[n, t - skip, j] = h
+                    i = _sigmoid(gate[j] + b_ih[j] + b_hh[j] + prod[j], half)
+                    f = _sigmoid(gate[H + j] + b_ih[H + j] + b_hh[H + j] + prod[H + j], half)
+                    g = _tanh(gate[2 * H + j] + b_ih[2 * H + j] + b_hh[2 * H + j] + prod[2 * H + j])
+                    o = _sigmoid(gate[3 * H + j] + b_ih[3 * H + j] + b_hh[3 * H + j] + prod[3 * H + j], half)
+                    c = f * c_prev[j] + i * g
+                    gate[j] = i
+                    gate[H + j] = f
+                    gate[2 * H + j] = g
+                    gate[3 * H + j] = o
+                    c_out[j] = c
+                    h_out[j] = o * _tanh(c)
+                _copy_out(hprev, y, n, t, skip)
 
 
 @njit(cache=True, parallel=True)
@@ -174,23 +264,26 @@ def lstm_backward(x, w_ih, w_hh, dy, dx, dw_ih, dw_hh, db_ih, db_hh, truncate,
     for b in prange(blocks):
         r0 = N * b // blocks
         r1 = N * (b + 1) // blocks
+        dh[r0:r1] = zero                   # nothing flows back into the last step
+        dc[r0:r1] = zero
         for t in range(T - 1, -1, -1):
+            keep = zero if _cut(t, T, truncate) else one     # 0 where the state is cut before step t
             for n in range(r0, r1):
+                _take_dy(dy, dh, n, t, skip)
+                gate = gates[n, t]
+                c_prev = cells[n, t]
+                c_now = cells[n, t + 1]
+                dhn = dh[n]
+                dcn = dc[n]
                 for j in range(H):
-                    g_h = dy[n, t - skip, j] if t >= skip else zero
-                    g_c = zero
-                    if t < T - 1:                     # what flows back from step t + 1
-                        g_h += dh[n, j]
-                        g_c = dc[n, j]
-                    c_prev = cells[n, t - 1, j] if t > 0 else zero
                     d_i, d_f, d_g, d_o, dc_prev = _lstm_cell_backward(
-                        gates[n, t, j], gates[n, t, H + j], gates[n, t, 2 * H + j], gates[n, t, 3 * H + j],
-                        cells[n, t, j], c_prev, g_h, g_c, one)
-                    gates[n, t, j] = d_i
-                    gates[n, t, H + j] = d_f
-                    gates[n, t, 2 * H + j] = d_g
-                    gates[n, t, 3 * H + j] = d_o
-                    dc[n, j] = zero if _cut(t, T, truncate) else dc_prev
+                        gate[j], gate[H + j], gate[2 * H + j], gate[3 * H + j], _tanh(c_now[j]), c_prev[j],
+                        dhn[j], dcn[j], one)
+                    gate[j] = d_i
+                    gate[H + j] = d_f
+                    gate[2 * H + j] = d_g
+                    gate[3 * H + j] = d_o
+                    dcn[j] = keep * dc_prev
             if not _cut(t, T, truncate):
                 matmul(gates[r0:r1, t], w_hh, dh[r0:r1])
             else:
@@ -202,40 +295,42 @@ def lstm_backward(x, w_ih, w_hh, dy, dx, dw_ih, dw_hh, db_ih, db_hh, truncate,
 
 
 @njit(cache=True, parallel=True)
-def gru_forward(x, w_ih, w_hh, b_ih, b_hh, y, gates, hprev, hidden):
+def gru_forward(x, w_ih, w_hh, b_ih, b_hh, y, gates, hprev, hidden, w_hh_t):
     """y = the hidden states of the last y.shape[1] steps of torch.nn.GRU(batch_first=True) from a
     zero initial state."""
     N, T, _ = x.shape
     H = w_hh.shape[1]
     skip = T - y.shape[1]
     one = x.dtype.type(1)
+    half = x.dtype.type(0.5)
     zero = x.dtype.type(0)
+    _transpose(w_hh, w_hh_t)
     blocks = _blocks(N)
     for b in prange(blocks):
         r0 = N * b // blocks
         r1 = N * (b + 1) // blocks
         _project(x, w_ih, gates, r0, r1)
+        hprev[r0:r1, 0] = zero
+        hidden[r0:r1, 0] = zero
         for t in range(T):
             if t > 0:
-                matmul(hprev[r0:r1, t], w_hh.T, hidden[r0:r1, t])
-            else:
-                hidden[r0:r1, 0] = zero
-                hprev[r0:r1, 0] = zero
+                matmul(hprev[r0:r1, t], w_hh_t, hidden[r0:r1, t])
             for n in range(r0, r1):
+                gate = gates[n, t]
+                prod = hidden[n, t]
+                h_prev = hprev[n, t]
+                h_out = _state_out(hprev, y, n, t, skip)
                 for j in range(H):
-                    a_r = gates[n, t, j] + b_ih[j] + hidden[n, t, j] + b_hh[j]
-                    a_z = gates[n, t, H + j] + b_ih[H + j] + hidden[n, t, H + j] + b_hh[H + j]
-                    a_n = gates[n, t, 2 * H + j] + b_ih[2 * H + j]
-                    hn = hidden[n, t, 2 * H + j] + b_hh[2 * H + j]
-                    r, z, g, h = _gru_cell(a_r, a_z, a_n, hn, hprev[n, t, j], one)
-                    gates[n, t, j] = r
-                    gates[n, t, H + j] = z
-                    gates[n, t, 2 * H + j] = g
-                    hidden[n, t, 2 * H + j] = hn
-                    if t + 1 < T:
-                        hprev[n, t + 1, j] = h
-                    if t >= skip:
-                        y[n, t - skip, j] = h
+                    r = _sigmoid(gate[j] + b_ih[j] + prod[j] + b_hh[j], half)
+                    z = _sigmoid(gate[H + j] + b_ih[H + j] + prod[H + j] + b_hh[H + j], half)
+                    hn = prod[2 * H + j] + b_hh[2 * H + j]
+                    g = _tanh(gate[2 * H + j] + b_ih[2 * H + j] + r * hn)
+                    gate[j] = r
+                    gate[H + j] = z
+                    gate[2 * H + j] = g
+                    prod[2 * H + j] = hn
+                    h_out[j] = (one - z) * g + z * h_prev[j]
+                _copy_out(hprev, y, n, t, skip)
 
 
 @njit(cache=True, parallel=True)
@@ -253,22 +348,27 @@ def gru_backward(x, w_ih, w_hh, dy, dx, dw_ih, dw_hh, db_ih, db_hh, truncate,
     for b in prange(blocks):
         r0 = N * b // blocks
         r1 = N * (b + 1) // blocks
+        dh[r0:r1] = zero
+        carry[r0:r1] = zero
         for t in range(T - 1, -1, -1):
+            keep = zero if _cut(t, T, truncate) else one
             for n in range(r0, r1):
+                _take_dy(dy, dh, n, t, skip)
+                gate = gates[n, t]
+                prod = hidden[n, t]
+                h_prev = hprev[n, t]
+                dhn = dh[n]
+                direct = carry[n]
                 for j in range(H):
-                    g_h = dy[n, t - skip, j] if t >= skip else zero
-                    if t < T - 1:
-                        g_h += dh[n, j] + carry[n, j]
-                    d_r, d_z, d_n, d_hn, direct = _gru_cell_backward(
-                        gates[n, t, j], gates[n, t, H + j], gates[n, t, 2 * H + j], hidden[n, t, 2 * H + j],
-                        hprev[n, t, j], g_h, one)
-                    gates[n, t, j] = d_r
-                    gates[n, t, H + j] = d_z
-                    gates[n, t, 2 * H + j] = d_n
-                    hidden[n, t, j] = d_r
-                    hidden[n, t, H + j] = d_z
-                    hidden[n, t, 2 * H + j] = d_hn
-                    carry[n, j] = zero if _cut(t, T, truncate) else direct
+                    d_r, d_z, d_n, d_hn, d_direct = _gru_cell_backward(
+                        gate[j], gate[H + j], gate[2 * H + j], prod[2 * H + j], h_prev[j], dhn[j] + direct[j], one)
+                    gate[j] = d_r
+                    gate[H + j] = d_z
+                    gate[2 * H + j] = d_n
+                    prod[j] = d_r
+                    prod[H + j] = d_z
+                    prod[2 * H + j] = d_hn
+                    direct[j] = keep * d_direct
             if not _cut(t, T, truncate):
                 matmul(hidden[r0:r1, t], w_hh, dh[r0:r1])
             else:
@@ -280,34 +380,36 @@ def gru_backward(x, w_ih, w_hh, dy, dx, dw_ih, dw_hh, db_ih, db_hh, truncate,
 
 
 @njit(cache=True, parallel=True)
-def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, relu, y, gates, hprev, rec):
+def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, relu, y, gates, hprev, rec, w_hh_t):
     """y = the hidden states of the last y.shape[1] steps of torch.nn.RNN(batch_first=True,
     nonlinearity="relu" if relu else "tanh") from a zero initial state."""
     N, T, _ = x.shape
     H = w_hh.shape[1]
     skip = T - y.shape[1]
     zero = x.dtype.type(0)
+    _transpose(w_hh, w_hh_t)
     blocks = _blocks(N)
     for b in prange(blocks):
         r0 = N * b // blocks
         r1 = N * (b + 1) // blocks
         _project(x, w_ih, gates, r0, r1)
+        hprev[r0:r1, 0] = zero
+        rec[r0:r1] = zero
         for t in range(T):
             if t > 0:
-                matmul(hprev[r0:r1, t], w_hh.T, rec[r0:r1])
+                matmul(hprev[r0:r1, t], w_hh_t, rec[r0:r1])
             for n in range(r0, r1):
-                for j in range(H):
-                    a = gates[n, t, j] + b_ih[j] + b_hh[j]
-                    if t > 0:
-                        a += rec[n, j]
-                    h = _rnn_cell(a, relu, zero)
-                    gates[n, t, j] = h
-                    if t == 0:
-                        hprev[n, 0, j] = zero
-                    if t + 1 < T:
-                        hprev[n, t + 1, j] = h
-                    if t >= skip:
-                        y[n, t - skip, j] = h
+                gate = gates[n, t]
+                prod = rec[n]
+                h_out = _state_out(hprev, y, n, t, skip)
+                if relu:
+                    for j in range(H):
+                        a = gate[j] + b_ih[j] + b_hh[j] + prod[j]
+                        gate[j] = h_out[j] = max(a, zero)
+                else:
+                    for j in range(H):
+                        gate[j] = h_out[j] = _tanh(gate[j] + b_ih[j] + b_hh[j] + prod[j])
+                _copy_out(hprev, y, n, t, skip)
 
 
 @njit(cache=True, parallel=True)
@@ -324,13 +426,14 @@ def rnn_backward(x, w_ih, w_hh, relu, dy, dx, dw_ih, dw_hh, db_ih, db_hh, trunca
     for b in prange(blocks):
         r0 = N * b // blocks
         r1 = N * (b + 1) // blocks
+        dh[r0:r1] = zero
         for t in range(T - 1, -1, -1):
             for n in range(r0, r1):
+                _take_dy(dy, dh, n, t, skip)
+                gate = gates[n, t]
+                dhn = dh[n]
                 for j in range(H):
-                    g_h = dy[n, t - skip, j] if t >= skip else zero
-                    if t < T - 1:
-                        g_h += dh[n, j]
-                    gates[n, t, j] = _rnn_cell_backward(gates[n, t, j], g_h, relu, zero, one)
+                    gate[j] = _rnn_cell_backward(gate[j], dhn[j], relu, zero, one)
             if not _cut(t, T, truncate):
                 matmul(gates[r0:r1, t], w_hh, dh[r0:r1])
             else:
