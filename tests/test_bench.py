@@ -154,3 +154,17 @@ def test_the_layer_profile_covers_every_layer_that_runs():
     assert 0 < sum(layers.values()) <= step      # the layers' time is spent inside the step
     text = profile_layers.table("mlp", 8, step, layers)
     assert "3 Dense" in text and "the rest" in text
+
+
+def test_the_lstm_rows_benchmark_runs_against_its_torch_twin(tmp_path):
+    # The sequence model has a torch twin (bench/torch_models.py: the same weights load into it) and
+    # no NumPy or JAX peer; its LSTM's products count in the GEMM FLOPs.
+    _run_bench(["--models", "lstm_rows", "--batches", "4", "--rounds", "1", "--steps", "1",
+                "--no-first-step", "--json", str(tmp_path / "r.json"), "--results", ""])
+    rows = json.loads((tmp_path / "r.json").read_text())["throughput"]
+    assert [row["mode"] for row in rows] == ["train", "inference"]
+    for row in rows:
+        assert row["model"] == "lstm_rows" and row["torch"] > 0 and "numpy" not in row and "jax" not in row
+    model = fn.models.lstm_rows().compile((1, 28, 28), 2)
+    # per image: the LSTM's 28 steps of (28 + 128) x 512 and the Dense's 128 x 10, twice (multiply-adds)
+    assert compare.flops_per_image(model) == 2 * (28 * (28 + 128) * 512 + 128 * 10)
