@@ -87,11 +87,12 @@ def test_fastnet_train_resnet8_reaches_92_percent(fashion, tmp_path):
     assert model.evaluate(x_test, y_test)["accuracy"] == metrics["test_accuracy"]
 
 
-# `fastnet train --model lstm_rows` with the defaults (Adam 2e-3, cosine, batch 64) but for the
-# epochs. Measured here (December 2026) with the same recipe in PyTorch (nn.LSTM(28, 128) +
-# nn.Linear, its own initialisation, the same normalisation, batch, optimizer and schedule):
-# see LSTM_ROWS_MEASURED; the bar sits below both.
-LSTM_ROWS_EPOCHS = 4
+# `fastnet train --model lstm_rows` with the defaults (Adam 2e-3, cosine over the run, batch 64)
+# but for the epochs. Measured here (December 2026): fastnet 0.8829 after 3 epochs, 0.8859 after 4,
+# 0.8904 after 5; PyTorch with the same recipe (nn.LSTM(28, 128) + nn.Linear, its own
+# initialisation, the same normalisation, batch, Adam and cosine schedule) 0.8800 after 3. The
+# issue's bar, 0.88, with 5 epochs for a margin of 0.01 (about 50 s uncontended on 2 cores).
+LSTM_ROWS_EPOCHS = 5
 LSTM_ROWS_BAR = 0.88
 
 
