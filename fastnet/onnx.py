@@ -30,6 +30,9 @@ from ._version import __version__
 from .atomic import atomic_write
 from .errors import FastnetError
 from .layers import (
+    GRU,
+    LSTM,
+    RNN,
     Add,
     AvgPool2D,
     BatchNorm1D,
@@ -40,14 +43,11 @@ from .layers import (
     Dropout,
     Flatten,
     GlobalAvgPool2D,
-    GRU,
-    LSTM,
-    RNN,
-    Reshape,
     LeakyReLU,
     MaxPool2D,
     Normalize,
     ReLU,
+    Reshape,
     Sigmoid,
     Slice,
     Softmax,
