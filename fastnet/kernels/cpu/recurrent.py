@@ -29,8 +29,8 @@ truncate = 0: the full backpropagation through time.
 The gate nonlinearities: sigmoid(a) = (1 + tanh(a / 2)) / 2 (the same function, no overflow, no
 branch), and tanh through `_tanh`: in float32 a rational approximation (Eigen's, as PyTorch's CPU
 kernels use; within a few units in the last place) whose loop over the hidden units LLVM
-vectorises, where a call of the C library's tanhf per element cost more than all the products of
-a step (bench/NOTES.md, lstm); in float64 math.tanh.
+vectorises (0.5 ns an element against 14.6 ns for the C library's tanhf called per element:
+bench/NOTES.md, lstm); in float64 math.tanh.
 
 Workspaces (<cell>_workspace_shapes, per sample): gates (T, G*H); hprev (T, H); LSTM: cells
 (T + 1, H) the cell states, c_{t-1} at t (0 at 0), rec (G*H) one step's recurrent product, dh
