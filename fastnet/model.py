@@ -16,7 +16,7 @@ import numpy as np
 from . import algorithms, checkpoint, kernels, losses
 from . import onnx as onnx_export
 from .callbacks import Callback
-from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError
+from .errors import BusyError, CheckpointError, DataError, DivergenceError, FastnetError, ShapeError, SpecError
 from .layers import Softmax
 from .optim import SGD, Optimizer
 from .plan import MEMORY_PARTS, Plan, check_memory, estimate_memory, format_bytes, parse_memory
@@ -66,8 +66,8 @@ class Model:
                  conv_algorithm=algorithms.AUTO, max_memory=None):
         if int(batch_size) != batch_size or batch_size < 1:
             raise ShapeError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if str(np.dtype(dtype)) not in DTYPES:
-            raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        if _dtype_name(dtype) not in DTYPES:
+            raise SpecError(f"dtype must be float32 or float64, got {dtype!r}")
         self.network = network
         self.device = device
         self.k = kernels.namespace(device)
@@ -116,6 +116,7 @@ class Model:
         self._forward_loss(n, train=True)
         self.plan.backward(self.k, n, input_grad=True)
         self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
+        self.k.count_nonfinite(self.plan.flat_grads)
         self.optimizer.update(self.k, self.plan.flat_params, self.plan.flat_grads, self.opt_state, 1)
         self.plan.forward(self.k, n, train=False)
         for buf in [self.plan.flat_params, self.plan.flat_grads, *self.opt_state.values()]:
@@ -355,15 +356,16 @@ class Model:
             self._upload(n)
             if self.schedule is not None:
                 self.optimizer.lr = self.schedule(self.step) * self.info.get("lr_scale", 1.0)
-            loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}")
-            if per_batch:
-                logs = {"loss": loss, "size": n, "lr": self.optimizer.lr, "step": self.step}
-                for callback in per_batch:
-                    callback.on_batch_end(i, logs)
+            loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}", epoch)
             total += loss * n
             seen += n
             hits = self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
             correct += hits or 0
+            self._mark_position(len(x), i + 1, total, correct, seen)
+            if per_batch:
+                logs = {"loss": loss, "size": n, "lr": self.optimizer.lr, "step": self.step}
+                for callback in per_batch:
+                    callback.on_batch_end(i, logs)
             if verbose and (i % 20 == 0):
                 elapsed = time.perf_counter() - start_time
                 figures = {"loss": f"{total / seen:.4f}", "img_s": f"{seen / max(elapsed, 1e-9):.0f}"}
@@ -372,24 +374,65 @@ class Model:
                 bar.set_postfix(figures)
         seconds = time.perf_counter() - start_time
         bar.close()
+        self.position = None    # between epochs: the shuffle generator's state says it all
         return {"loss": total / seen,
                 "accuracy": correct / seen if self.loss_fn.has_accuracy else None,
                 "images_per_sec": seen / seconds, "seconds": seconds}
 
-    def _train_loaded(self, n, where):
-        """One step on the loaded batch. An update computed from a non-finite loss is refused,
-        so the parameters stay those of the last finite step."""
+    # Where fit is within an epoch, saved in checkpoints so that a resume continues mid-epoch
+    # exactly (None between epochs): {"rng": the shuffle generator's state before this epoch's
+    # order was drawn, "rows": the data set's size, "batch": the next batch, "total", "correct",
+    # "seen": the epoch's running sums}. A loaded checkpoint's is also `_resume_position`, which
+    # the next epoch fit runs starts from (once; a fit after an error in this process starts a
+    # fresh epoch).
+    position = None
+    _resume_position = None
+
+    def _epoch_start(self, rows, shuffle):
+        """(order, first batch, (total, correct, seen)) of the epoch fit starts: a fresh one, or
+        the one a checkpoint was saved in, its order drawn again from the generator state that drew it."""
+        resume, self._resume_position = self._resume_position, None
+        first, sums = 0, (0.0, 0, 0)
+        if resume is not None and resume["rows"] == rows:
+            self._shuffle_rng.bit_generator.state = resume["rng"]
+            first, sums = resume["batch"], (resume["total"], resume["correct"], resume["seen"])
+        self._epoch_rng = self._shuffle_rng.bit_generator.state
+        order = self._shuffle_rng.permutation(rows) if shuffle else np.arange(rows)
+        return order, first, sums
+
+    def _mark_position(self, rows, batch, total, correct, seen):
+        self.position = {"rng": self._epoch_rng, "rows": rows, "batch": batch, "total": float(total),
+                         "correct": int(correct), "seen": int(seen)}
+
+    def _train_loaded(self, n, where, epoch=None):
+        """One step on the loaded batch. An update computed from a non-finite loss, or from
+        non-finite gradients of a finite one (a layer that overflowed), is refused: a
+        DivergenceError, and the parameters and optimizer state stay those of the last finite step."""
         self.plan.set_step(self.step)
         loss = self._forward_loss(n, train=True)
         if not np.isfinite(loss):
-            raise DivergenceError(f"the training loss became {loss} at {where} (optimizer step "
-                                  f"{self.step + 1}); the parameters are those of the last finite "
-                                  f"step. Try a lower learning rate.")
+            raise self._divergence(f"the training loss became {loss}", where, epoch, loss)
         self.plan.backward(self.k, n, input_grad=False)
+        bad = self.k.count_nonfinite(self.plan.flat_grads)    # one pass over the flat gradients
+        if bad:
+            raise self._divergence(f"the gradients became non-finite ({bad:,} of {self.plan.flat_grads.size:,} "
+                                   f"values NaN or inf) with a finite loss {loss:.6g}", where, epoch, loss, bad)
         self.step += 1
         self.optimizer.update(self.k, self.plan.flat_params, self.plan.flat_grads, self.opt_state,
                               self.step)
+        self._last_loss = float(loss)
         return loss
+
+    _last_loss = None   # the loss of the last step whose update was applied
+
+    def _divergence(self, what, where, epoch, loss, bad=None):
+        last = ("no finite loss seen yet" if self._last_loss is None else
+                f"the last finite loss was {self._last_loss:.6g} (step {self.step})")
+        return DivergenceError(f"{what} at {where} (optimizer step {self.step + 1}); {last}; the update was not "
+                               f"applied: the parameters are those of the last finite step. Try a lower learning "
+                               f"rate{' (or look for a layer whose values overflow)' if bad else ''}.",
+                               epoch=epoch, step=self.step + 1, last_loss=self._last_loss, loss=float(loss),
+                               bad_gradients=bad)
 
     # -- checks --------------------------------------------------------------------------
     def _check_x(self, x, finite, what="x"):
@@ -421,6 +464,7 @@ class Model:
         chose; compile(conv_algorithm=model.algorithms) runs the same arithmetic."""
         return {slot.prefix: slot.algorithm for slot in self.plan.slots if slot.algorithm is not None}
 
+    @_exclusive
     def state_dict(self):
         """Copies of every parameter and buffer, in torch.nn.Module.state_dict's order and names."""
         state = OrderedDict()
