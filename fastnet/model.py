@@ -7,6 +7,7 @@ kernel over the flat parameters; none of it allocates an array.
 
 import functools
 import sys
+import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -35,6 +36,33 @@ def _fixed_batch(method):
                             f"again with batch_size={kwargs['batch_size']!r} (or fn.load(path, "
                             f"batch_size=...) for a checkpoint)")
         return method(self, *args, **kwargs)
+    return wrapper
+
+
+def _exclusive(method):
+    """One thread at a time: the model's buffers (inputs, activations, gradients, parameters,
+    optimizer state) are shared by every call, so a call from a second thread while another is
+    running (a predict during a fit) would read or write half-updated buffers. It is refused with a
+    BusyError, at once (never waits, never deadlocks). The same thread may nest calls (a callback
+    evaluating or saving the model during its fit)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        lock = self.__dict__.get("_lock")
+        if lock is None:    # a Model made without __init__ (never in fastnet): nothing to guard with
+            return method(self, *args, **kwargs)
+        if not lock.acquire(blocking=False):
+            raise BusyError(f"{method.__name__}() was called while {self._busy}() runs in another thread: "
+                            f"a model's buffers serve one call at a time. Wait for it to return, or give "
+                            f"each thread its own model (compile again, or fn.load a checkpoint)")
+        outermost = self._busy is None
+        if outermost:
+            self._busy = method.__name__
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if outermost:
+                self._busy = None
+            lock.release()
     return wrapper
 
 
@@ -105,6 +133,7 @@ class Model:
         self.schedule = None  # learning-rate schedule used by fit
         self.augment = None   # data augmentation used by fit
         self.info = {}     # free-form metadata carried in checkpoints (e.g. input normalisation)
+        self._lock, self._busy = threading.RLock(), None    # one thread at a time (_exclusive)
         self._warm_up()
         self.plan.initialise()
 
@@ -164,14 +193,16 @@ class Model:
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         return x, y
 
+    @_exclusive
     @restores_numpy_blas_threads
     def train_step(self, x, y):
         """One optimizer step on one batch (at most batch_size rows); returns the loss."""
-        self._warn_softmax_twice(stacklevel=4)    # the caller's line, past the decorator
+        self._warn_softmax_twice(stacklevel=5)    # the caller's line, past both decorators
         x, y = self._check_batch(x, y)
         n = self._load(x, y)
         return self._train_loaded(n, "train_step")
 
+    @_exclusive
     @restores_numpy_blas_threads
     def gradients(self, x, y, input_grad=False):
         """Train-mode forward and backward without an update: (loss, {name: gradient copy}),
@@ -188,6 +219,7 @@ class Model:
         return float(loss), grads
 
     # -- whole datasets ------------------------------------------------------------------
+    @_exclusive
     @restores_numpy_blas_threads
     def forward(self, x, train=False):
         """Network outputs for any number of rows, in chunks of the compiled batch size."""
@@ -203,6 +235,7 @@ class Model:
         return out
 
     @_fixed_batch
+    @_exclusive
     @restores_numpy_blas_threads
     def predict(self, x):
         """Network outputs in evaluation mode (logits for a network ending in Dense)."""
@@ -224,6 +257,7 @@ class Model:
     _warned_softmax = False
 
     @_fixed_batch
+    @_exclusive
     @restores_numpy_blas_threads
     def predict_proba(self, x):
         """Class probabilities: the softmax of predict's logits, row by row (for a model whose loss
@@ -240,6 +274,7 @@ class Model:
         return (e / e.sum(axis=1, keepdims=True)).astype(self.dtype)
 
     @_fixed_batch
+    @_exclusive
     @restores_numpy_blas_threads
     def evaluate(self, x, y):
         """{"loss": mean loss, "accuracy": fraction correct (None for mse)} in evaluation mode."""
@@ -259,6 +294,7 @@ class Model:
     stop_training = False   # set by a callback: fit ends after the current epoch
 
     @_fixed_batch
+    @_exclusive
     @restores_numpy_blas_threads
     def fit(self, x, y, epochs=1, validation_data=None, shuffle=True, verbose=1, schedule=None,
             initial_epoch=0, callbacks=(), augment=None):
@@ -274,7 +310,7 @@ class Model:
         model.info["lr_scale"], which ReduceLROnPlateau lowers; 1 if absent);
         augment: a fastnet.data.Augment applied as each batch is assembled. Both are kept by the
         model, and in its checkpoints, for later fits."""
-        self._warn_softmax_twice(stacklevel=5)    # the caller's line, past both decorators
+        self._warn_softmax_twice(stacklevel=6)    # the caller's line, past the three decorators
         x = self._check_x(x, finite=True)
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         if len(x) == 0:
@@ -338,14 +374,13 @@ class Model:
 
     def _fit_epoch(self, x, y, epoch, epochs, shuffle, verbose, per_batch=()):
         from tqdm import tqdm
-        order = self._shuffle_rng.permutation(len(x)) if shuffle else np.arange(len(x))
-        batches = range(0, len(x), self.batch_size)
+        order, first, (total, correct, seen) = self._epoch_start(len(x), shuffle)
+        batches = range(first * self.batch_size, len(x), self.batch_size)
         # The bar only on a terminal; the one-line epoch summary is printed either way.
         bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
                    disable=not verbose or not sys.stderr.isatty(), file=sys.stderr)
-        total, correct, seen = 0.0, 0, 0
         start_time = time.perf_counter()
-        for i, start in enumerate(bar):
+        for i, start in enumerate(bar, first):
             rows = order[start:start + self.batch_size]
             n = len(rows)
             if self.augment is None:
@@ -473,6 +508,7 @@ class Model:
                 state[f"{slot.prefix}.{short}"] = self.k.to_host(array)
         return state
 
+    @_exclusive
     def load_state_dict(self, state):
         """Copy parameters and buffers in; names, shapes and finiteness are checked first, so a
         mismatched dict changes nothing. A PyTorch state_dict (tensors or numpy arrays) works;
@@ -499,6 +535,7 @@ class Model:
         for name, target in targets.items():
             self.k.copy_in(target, given[name])
 
+    @_exclusive
     def save(self, path):
         """Write a checkpoint (safetensors: weights, buffers, optimizer state, the network's spec,
         progress); `fastnet.load(path)` rebuilds the compiled model. Atomic."""
@@ -546,6 +583,13 @@ class Model:
         lines.append(f"compile's memory estimate: {format_bytes(estimate['total'])} ({parts}); "
                      f"limit: {self.memory_limit[1]}")
         return "\n".join(lines)
+
+
+def _dtype_name(dtype):
+    try:
+        return str(np.dtype(dtype))
+    except TypeError:       # not a dtype at all ("float", 3, ...): the SpecError names it
+        return None
 
 
 def _to_numpy(value):
