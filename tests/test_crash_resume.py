@@ -241,3 +241,43 @@ def test_killed_anywhere_then_resumed_equals_an_unbroken_run(root):
     assert compared == TRIALS
     if TRIALS >= 20:    # every phase was hit (the aimed trials make sure of it)
         assert {"load", "compile", "step", "save"} <= set(phases), phases
+
+
+def test_a_checkpoint_saved_mid_epoch_resumes_that_epoch_exactly(tmp_path):
+    """The model-level path under `--checkpoint-every`: a checkpoint written by a callback in the
+    middle of an epoch, loaded and fit again, gives the unbroken run's parameters, optimizer state
+    and epoch figures (the shuffle order, augmentation and schedule of that epoch continue)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(100, 1, 8, 8)).astype(np.float32), rng.integers(0, 4, 100)   # 7 batches
+
+    def compiled():
+        return fn.Sequential([fn.Flatten(), fn.Dense(16), fn.ReLU(), fn.Dense(4)]).compile(
+            (1, 8, 8), 16, optimizer=fn.Adam(lr=0.01), seed=3)
+
+    path = tmp_path / "mid.safetensors"
+
+    class SaveAtStep10(fn.callbacks.Callback):
+        def on_batch_end(self, batch, logs=None):
+            if self.model.step == 10:
+                self.model.save(path)
+
+    unbroken = compiled()
+    history = unbroken.fit(x, y, epochs=3, verbose=0, callbacks=[SaveAtStep10()],
+                           schedule=fn.schedules.Cosine(0.01, total_steps=21), augment=fn.data.Augment(pad=1))
+    resumed = fn.load(path)
+    assert (resumed.step, resumed.epoch, resumed.position["batch"]) == (10, 1, 3)
+    rest = resumed.fit(x, y, epochs=3, initial_epoch=resumed.epoch, verbose=0)
+    assert rest.history["loss"] == history.history["loss"][1:]
+    assert rest.history["accuracy"] == history.history["accuracy"][1:]
+    for name, value in unbroken.state_dict().items():
+        assert value.tobytes() == resumed.state_dict()[name].tobytes(), name
+    for name, value in unbroken.opt_state.items():
+        assert value.tobytes() == resumed.opt_state[name].tobytes(), name
+    assert resumed.position is None and resumed.step == unbroken.step == 21
+
+
+def test_checkpoint_every_must_be_a_positive_number_of_steps(tmp_path, capsys):
+    from fastnet import cli
+    assert cli.main(["train", "--checkpoint-every", "0", "--out", str(tmp_path / "run")]) == 2
+    assert "--checkpoint-every takes a number of optimizer steps, an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
