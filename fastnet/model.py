@@ -425,7 +425,8 @@ class Model:
 
     def _epoch_start(self, rows, shuffle):
         """(order, first batch, (total, correct, seen)) of the epoch fit starts: a fresh one, or
-        the one a checkpoint was saved in, its order drawn again from the generator state that drew it."""
+        the one a checkpoint was saved in, its order drawn again from the generator state that drew it
+        (for a data set of the size it was saved with; another size starts a fresh epoch)."""
         resume, self._resume_position = self._resume_position, None
         first, sums = 0, (0.0, 0, 0)
         if resume is not None and resume["rows"] == rows:
@@ -461,7 +462,7 @@ class Model:
     _last_loss = None   # the loss of the last step whose update was applied
 
     def _divergence(self, what, where, epoch, loss, bad=None):
-        last = ("no finite loss seen yet" if self._last_loss is None else
+        last = ("no step had finished in this process" if self._last_loss is None else
                 f"the last finite loss was {self._last_loss:.6g} (step {self.step})")
         return DivergenceError(f"{what} at {where} (optimizer step {self.step + 1}); {last}; the update was not "
                                f"applied: the parameters are those of the last finite step. Try a lower learning "

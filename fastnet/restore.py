@@ -8,7 +8,7 @@ import os
 
 from . import algorithms, checkpoint, schedules
 from .data import augment as augmentation
-from .errors import CheckpointError, FastnetError, MemoryBudgetError
+from .errors import CheckpointError, FastnetError
 from .nodes import as_shape
 from .optim import SGD, Adam, AdamW
 from .spec import from_spec
@@ -57,7 +57,7 @@ def load(path, batch_size=None, device=None, max_memory=None):
                                 optimizer=optimizer, device=device or settings["device"],
                                 seed=settings["seed"], dtype=settings["dtype"], conv_algorithm=conv_algorithm,
                                 max_memory=MEMORY_LIMIT if max_memory is None else max_memory)
-    except (CheckpointError, MemoryBudgetError):   # a network too big here is that, not a bad file
+    except CheckpointError:
         raise
     except (FastnetError, KeyError, ValueError, TypeError, OverflowError) as err:
         raise CheckpointError(f"{name}: the saved network cannot be rebuilt: "
