@@ -217,7 +217,8 @@ def test_killed_anywhere_then_resumed_equals_an_unbroken_run(root):
             target = ("time", float(rng.uniform(0.0, duration)))
         folder = root / f"trial{trial}"
         phase = Run(root, (*TRAIN, *data, "--out", folder.name)).kill_at(target, rng)
-        phases[phase] = phases.get(phase, 0) + 1
+        key = phase or "finished before the kill"
+        phases[key] = phases.get(key, 0) + 1
         state = check_folder_after_kill(folder)
         left[state] = left.get(state, 0) + 1
         if state == "nothing":      # killed before the run folder held anything: start it again
