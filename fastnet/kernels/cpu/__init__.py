@@ -44,7 +44,7 @@ from .norm import (
     batchnorm_workspace_shapes,
 )
 from .normalize import normalize_backward, normalize_forward
-from .optim import adam_update, sgd_update
+from .optim import adam_update, clip_grad_norm, sgd_update
 from .pool import (
     avgpool2d_backward,
     avgpool2d_forward,
