@@ -68,7 +68,7 @@ class Embedding(Layer):
             bad = np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))
             if bad.size:
                 raise DataError(f"{what}: {self.describe()} takes integer token ids; {bad.size} of the "
-                                f"{flat.size} values are not (the first, at flat index {bad[0]}: "
+                                f"{flat.size} values are not integers (the first, at flat index {bad[0]}: "
                                 f"{flat[bad[0]].item()!r})")
         bad = np.flatnonzero((flat < 0) | (flat >= self.num_embeddings))
         if bad.size:
