@@ -232,3 +232,17 @@ def test_embedding_cuda_kernels_match_the_cpus_bit_for_bit(dtype):
         dwg = empty((V, D), dtype)
         kg.embedding_backward(dev(t), dev(dy), padding, dwg)
         same(dwg, dw)                            # the same sums in the same order
+
+
+def test_onnx_export_gathers_what_predict_gives(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model = fn.Sequential([fn.Embedding(11, 4, padding_idx=0), fn.Flatten(), fn.Dense(3)]).compile(
+        (6,), 8, loss="cross_entropy", optimizer=fn.Adam(lr=0.05), seed=4)
+    x = tokens((16, 6), 11)
+    model.fit(x, np.arange(16) % 3, epochs=1, verbose=0)
+    model.export_onnx(tmp_path / "embedding.onnx")
+    session = ort.InferenceSession(str(tmp_path / "embedding.onnx"), providers=["CPUExecutionProvider"])
+    for n in (1, 7):
+        theirs = session.run(["logits"], {"input": x[:n].astype(np.float32)})[0]
+        np.testing.assert_allclose(theirs, model.predict(x[:n]), rtol=1e-5, atol=1e-5)
