@@ -246,3 +246,30 @@ def test_onnx_export_gathers_what_predict_gives(tmp_path):
     for n in (1, 7):
         theirs = session.run(["logits"], {"input": x[:n].astype(np.float32)})[0]
         np.testing.assert_allclose(theirs, model.predict(x[:n]), rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_import_of_fastnets_export_and_of_torchs(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    torch = pytest.importorskip("torch")
+    import warnings
+    model = fn.Sequential([fn.Embedding(11, 4), fn.Flatten(), fn.Dense(3)]).compile(
+        (6,), 8, loss="cross_entropy", seed=4)
+    x = tokens((16, 6), 11)
+    back = fn.from_onnx(model.export_onnx(tmp_path / "ours.onnx")).compile(batch_size=8, loss="cross_entropy")
+    assert isinstance(back.network.layers[0], fn.Embedding)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[name], value, err_msg=name)
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))
+    # torch exports nn.Embedding as a Gather of its int64 input
+    net = torch.nn.Sequential(torch.nn.Embedding(11, 4), torch.nn.Flatten(), torch.nn.Linear(24, 3)).eval()
+    with warnings.catch_warnings():      # the TorchScript exporter's deprecation notices
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.zeros(2, 6, dtype=torch.int64), str(tmp_path / "torch.onnx"),
+                          opset_version=17, dynamo=False, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    imported = fn.from_onnx(tmp_path / "torch.onnx").compile(batch_size=8, loss="cross_entropy")
+    assert list(imported.state_dict()) == list(net.state_dict())
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(imported.predict(x), expected, rtol=1e-5, atol=1e-5)
