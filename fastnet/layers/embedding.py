@@ -41,6 +41,12 @@ class Embedding(Layer):
             padding_idx = int(padding_idx) % self.num_embeddings     # torch keeps it so too
         self.padding_idx = padding_idx
 
+    def config(self):
+        args = super().config()
+        if self.padding_idx is None:    # left out, as a TOML spec would (TOML has no null)
+            del args["padding_idx"]
+        return args
+
     def output_shape(self, input_shapes):
         if len(input_shapes) != 1:
             raise ShapeError(f"{self.describe()}: expected 1 input, got {len(input_shapes)}")

@@ -189,6 +189,11 @@ def test_spec_and_checkpoint_round_trip(tmp_path):
     rebuilt = fn.from_spec(spec)
     assert rebuilt.to_spec() == spec
     assert fn.layers.Layer.types["embedding"] is fn.Embedding
+    assert fn.Embedding(4, 2).config() == {"num_embeddings": 4, "embedding_dim": 2}
+    (tmp_path / "net.toml").write_text('input_shape = [5]\n[[layers]]\ntype = "embedding"\nnum_embeddings = 9\n'
+                                       'embedding_dim = 3\n[[layers]]\ntype = "flatten"\n')
+    from_file = fn.from_spec(tmp_path / "net.toml").compile(batch_size=2, loss="mse")
+    assert from_file.output_shape == (15,) and from_file.state_dict()["0.weight"].shape == (9, 3)
     model = network.compile((5,), 4, loss="cross_entropy", optimizer=fn.Adam(lr=0.01, clip_norm=0.5), seed=1)
     assert list(model.state_dict()) == ["embed.weight", "2.weight", "2.bias"]
     x, y = tokens((4, 5), 9), np.array([0, 1, 1, 0])
