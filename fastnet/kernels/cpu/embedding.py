@@ -43,16 +43,17 @@ def embedding_forward(tokens, weight, y):
 def embedding_backward(tokens, dy, padding_idx, dweight):
     """dweight = 0, then dweight[tokens[i], :] += dy[i, :] for i = 0..M-1, except the tokens equal
     to padding_idx (-1: none), whose row's gradient stays zero (torch's padding_idx).
-    Parallel over blocks of BLOCK columns: no two threads write one element."""
+    Zeroed in parallel over rows, then added in parallel over blocks of BLOCK columns: no two
+    threads write one element."""
     M, D = dy.shape
     V = dweight.shape[0]
     zero = dweight.dtype.type(0)
+    for v in prange(V):             # rows: contiguous memory per thread
+        for j in range(D):
+            dweight[v, j] = zero
     for b in prange((D + BLOCK - 1) // BLOCK):
         j0 = b * BLOCK
         j1 = min(D, j0 + BLOCK)
-        for v in range(V):
-            for j in range(j0, j1):
-                dweight[v, j] = zero
         for i in range(M):
             t = _row(tokens[i], V)
             if t >= 0 and t != padding_idx:
