@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -133,6 +134,9 @@ def main(argv=None):
     t.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     t.add_argument("--momentum", type=float, default=DEFAULTS["momentum"], help="SGD only")
     t.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
+    t.add_argument("--clip-norm", type=_positive, default=DEFAULTS["clip_norm"], metavar="X",
+                   help="clip the gradient to a global norm of at most X before each step "
+                        "(torch.nn.utils.clip_grad_norm_; default: no clipping)")
     t.add_argument("--schedule", choices=["none", "step", "cosine"], default=DEFAULTS["schedule"],
                    help="step: halve the lr every epoch; cosine: anneal it to 0 over the run")
     t.add_argument("--warmup-steps", type=int, default=DEFAULTS["warmup_steps"])
@@ -226,6 +230,17 @@ def _size(text):
     if len(size) != 2 or min(size) < 1:
         raise argparse.ArgumentTypeError(f"expected HxW (two positive integers, e.g. 28x28) or N, got {text!r}")
     return size
+
+
+def _positive(text):
+    """--clip-norm X -> a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
 
 
 def bench(argv):

@@ -481,6 +481,9 @@ class Model:
         if finite and x.dtype.kind == "f" and not np.all(np.isfinite(x)):
             bad = int(np.count_nonzero(~np.isfinite(x)))
             raise DataError(f"{what}: contains {bad} non-finite values (NaN or inf)")
+        for slot, inputs in zip(self.plan.slots, self.plan.inputs_of):
+            if 0 in inputs:     # a layer reading the input checks its values (Embedding's token ids)
+                slot.layer.check_input(x, what)
         return x
 
     # -- parameters and state ------------------------------------------------------------

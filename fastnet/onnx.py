@@ -12,7 +12,9 @@ What each layer becomes:
   GlobalAvgPool2D -> GlobalAveragePool + Flatten; Flatten -> Flatten(axis=1); Dropout -> nothing
   (Identity where it is the output); BatchNorm1D / 2D -> BatchNormalization (evaluation mode);
   Add -> Add (chained for more than two inputs); Concat -> Concat; Slice -> Split (sizes as an input);
-  Normalize -> Sub, Div by constants of shape (1, C, 1, ...) (or all ones for one mean and std).
+  Normalize -> Sub, Div by constants of shape (1, C, 1, ...) (or all ones for one mean and std);
+  Embedding -> Cast (the token ids, given in the model's float dtype as to predict, to int64) and
+  Gather(axis=0) from the table.
 Any other layer type (a user's own Layer subclass) is a FastnetError naming the layer.
 
 Below the model in the import layers: it reads the plan through the model it is given, and imports
@@ -33,6 +35,7 @@ from .layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     GlobalAvgPool2D,
     LeakyReLU,
@@ -198,6 +201,12 @@ def _normalize(g, layer, prefix, inputs, out, shape):
     g.add("Div", [centred, constant("std", layer.stds)], [out])
 
 
+def _embedding(g, layer, prefix, inputs, out):
+    ids = f"{out}.ids"
+    g.add("Cast", inputs, [ids], to=g.helper.np_dtype_to_tensor_dtype(np.dtype(np.int64)))
+    g.add("Gather", [g.param(prefix, "weight"), ids], [out], axis=0)
+
+
 def _add(g, layer, prefix, inputs, out):
     if len(inputs) == 1:
         g.add("Identity", inputs, [out])
@@ -235,4 +244,5 @@ _MAPPERS = {
     Concat: _simple("Concat", axis=lambda layer: layer.axis),
     Slice: None,          # handled in build(): one Split for all its outputs
     Normalize: None,      # handled in build(): Sub and Div, shaped by the node's shape
+    Embedding: _embedding,
 }

@@ -37,6 +37,7 @@ from .spec import from_spec
 ZOO = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn", "resnet8": "resnet8"}
 DEFAULTS = {"model": "cnn", "dataset": "fashion-mnist", "epochs": 3, "batch_size": 64,
             "optimizer": "adam", "lr": 2e-3, "momentum": 0.9, "weight_decay": 0.0,
+            "clip_norm": None,
             "schedule": "cosine", "warmup_steps": 0, "val_split": 0.0, "device": "cpu", "seed": 0,
             "download": False, "augment": False, "flip": False, "conv_algorithm": "auto", "resize": None,
             "early_stopping": None, "tensorboard": None, "checkpoint_every": None, "max_memory": None}
@@ -116,12 +117,12 @@ def with_normalize(network, mean, std):
 
 
 def build_optimizer(settings):
-    lr, decay = settings["lr"], settings["weight_decay"]
+    lr, decay, clip = settings["lr"], settings["weight_decay"], settings.get("clip_norm")
     if settings["optimizer"] == "sgd":
-        return SGD(lr=lr, momentum=settings["momentum"], weight_decay=decay)
+        return SGD(lr=lr, momentum=settings["momentum"], weight_decay=decay, clip_norm=clip)
     if settings["optimizer"] == "adam":
-        return Adam(lr=lr, weight_decay=decay)
-    return AdamW(lr=lr, weight_decay=decay)
+        return Adam(lr=lr, weight_decay=decay, clip_norm=clip)
+    return AdamW(lr=lr, weight_decay=decay, clip_norm=clip)
 
 
 def build_schedule(settings, steps_per_epoch):

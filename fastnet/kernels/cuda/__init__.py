@@ -28,6 +28,7 @@ from .activation import (
 )
 from .conv import conv2d_algorithms, conv2d_backward, conv2d_forward, conv2d_workspace_shapes
 from .dense import bias_backward, dense_backward_input, dense_backward_weight, dense_forward, dense_workspace_shapes
+from .embedding import embedding_backward, embedding_forward
 from .finite import count_nonfinite
 from .loss import (
     count_correct,
@@ -47,7 +48,7 @@ from .norm import (
     batchnorm_workspace_shapes,
 )
 from .normalize import normalize_backward, normalize_forward
-from .optim import adam_update, sgd_update
+from .optim import adam_update, clip_grad_norm, sgd_update
 from .pool import (
     avgpool2d_backward,
     avgpool2d_forward,
