@@ -11,6 +11,7 @@ from . import callbacks, data, losses, models, schedules, threads
 from ._version import __version__  # noqa: F401
 from .data import datasets  # fn.datasets.load(...): fastnet/data/datasets.py
 from .errors import (
+    BusyError,
     CheckpointError,
     DataError,
     DivergenceError,

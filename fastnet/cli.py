@@ -11,8 +11,8 @@ from .errors import DivergenceError, FastnetError
 
 EXIT_CODES = """exit codes:
   0    done
-  1    the run failed after it started: training diverged (the run folder keeps the last
-       finite epoch's checkpoint), or the system failed (a disk full, an I/O error)
+  1    the run failed after it started: training diverged (the run folder keeps its last
+       good checkpoint, named in the message), or the system failed (a disk full, an I/O error)
   2    bad input: a usage error, a data set, spec, checkpoint or file that is missing or
        cannot be used, a network too large for the memory available
   130  interrupted (Ctrl-C)
@@ -159,9 +159,16 @@ def main(argv=None):
                    help="stop when val_loss has not improved for PATIENCE epochs (needs --val-split)")
     t.add_argument("--tensorboard", metavar="DIR", default=DEFAULTS["tensorboard"],
                    help="write TensorBoard event files to DIR (pip install 'fastnet[tensorboard]')")
+    t.add_argument("--checkpoint-every", type=int, metavar="STEPS", default=DEFAULTS["checkpoint_every"],
+                   help="also save the checkpoint every STEPS optimizer steps (a resume continues mid-epoch "
+                        "exactly); by default it is saved after every epoch")
+    t.add_argument("--max-memory", metavar="SIZE", default=DEFAULTS["max_memory"],
+                   help="the most memory compile may plan for, e.g. 4GiB (default: what is available)")
     t.add_argument("--out", help="run folder (default runs/<timestamp>)")
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings; "
-                   "only --epochs, --lr (the schedule is made again for them), --device and --download may change")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings, "
+                   "from its last checkpoint (mid-epoch with --checkpoint-every); only --epochs, --lr (the "
+                   "schedule is made again for them), --device, --download, --checkpoint-every and "
+                   "--max-memory may change")
     commands.add_parser("bench", help="fastnet vs PyTorch vs NumPy (a source checkout's bench/; "
                         "`fastnet bench --help` for its options)", add_help=False)
     e = commands.add_parser("eval", help="evaluate a checkpoint on a test set", parents=[debug])

@@ -7,6 +7,7 @@ kernel over the flat parameters; none of it allocates an array.
 
 import functools
 import sys
+import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -16,7 +17,7 @@ import numpy as np
 from . import algorithms, checkpoint, kernels, losses
 from . import onnx as onnx_export
 from .callbacks import Callback
-from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError
+from .errors import BusyError, CheckpointError, DataError, DivergenceError, FastnetError, ShapeError, SpecError
 from .layers import Softmax
 from .optim import SGD, Optimizer
 from .plan import MEMORY_PARTS, Plan, check_memory, estimate_memory, format_bytes, parse_memory
@@ -35,6 +36,33 @@ def _fixed_batch(method):
                             f"again with batch_size={kwargs['batch_size']!r} (or fn.load(path, "
                             f"batch_size=...) for a checkpoint)")
         return method(self, *args, **kwargs)
+    return wrapper
+
+
+def _exclusive(method):
+    """One thread at a time: the model's buffers (inputs, activations, gradients, parameters,
+    optimizer state) are shared by every call, so a call from a second thread while another is
+    running (a predict during a fit) would read or write half-updated buffers. It is refused with a
+    BusyError, at once (never waits, never deadlocks). The same thread may nest calls (a callback
+    evaluating or saving the model during its fit)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        lock = self.__dict__.get("_lock")
+        if lock is None:    # a Model made without __init__ (never in fastnet): nothing to guard with
+            return method(self, *args, **kwargs)
+        if not lock.acquire(blocking=False):
+            raise BusyError(f"{method.__name__}() was called while {self._busy}() runs in another thread: "
+                            f"a model's buffers serve one call at a time. Wait for it to return, or give "
+                            f"each thread its own model (compile again, or fn.load a checkpoint)")
+        outermost = self._busy is None
+        if outermost:
+            self._busy = method.__name__
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if outermost:
+                self._busy = None
+            lock.release()
     return wrapper
 
 
@@ -66,8 +94,8 @@ class Model:
                  conv_algorithm=algorithms.AUTO, max_memory=None):
         if int(batch_size) != batch_size or batch_size < 1:
             raise ShapeError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if str(np.dtype(dtype)) not in DTYPES:
-            raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        if _dtype_name(dtype) not in DTYPES:
+            raise SpecError(f"dtype must be float32 or float64, got {dtype!r}")
         self.network = network
         self.device = device
         self.k = kernels.namespace(device)
@@ -105,6 +133,7 @@ class Model:
         self.schedule = None  # learning-rate schedule used by fit
         self.augment = None   # data augmentation used by fit
         self.info = {}     # free-form metadata carried in checkpoints (e.g. input normalisation)
+        self._lock, self._busy = threading.RLock(), None    # one thread at a time (_exclusive)
         self._warm_up()
         self.plan.initialise()
 
@@ -116,6 +145,7 @@ class Model:
         self._forward_loss(n, train=True)
         self.plan.backward(self.k, n, input_grad=True)
         self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
+        self.k.count_nonfinite(self.plan.flat_grads)
         self.optimizer.update(self.k, self.plan.flat_params, self.plan.flat_grads, self.opt_state, 1)
         self.plan.forward(self.k, n, train=False)
         for buf in [self.plan.flat_params, self.plan.flat_grads, *self.opt_state.values()]:
@@ -163,14 +193,16 @@ class Model:
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         return x, y
 
+    @_exclusive
     @restores_numpy_blas_threads
     def train_step(self, x, y):
         """One optimizer step on one batch (at most batch_size rows); returns the loss."""
-        self._warn_softmax_twice(stacklevel=4)    # the caller's line, past the decorator
+        self._warn_softmax_twice(stacklevel=5)    # the caller's line, past both decorators
         x, y = self._check_batch(x, y)
         n = self._load(x, y)
         return self._train_loaded(n, "train_step")
 
+    @_exclusive
     @restores_numpy_blas_threads
     def gradients(self, x, y, input_grad=False):
         """Train-mode forward and backward without an update: (loss, {name: gradient copy}),
@@ -187,6 +219,7 @@ class Model:
         return float(loss), grads
 
     # -- whole datasets ------------------------------------------------------------------
+    @_exclusive
     @restores_numpy_blas_threads
     def forward(self, x, train=False):
         """Network outputs for any number of rows, in chunks of the compiled batch size."""
@@ -202,6 +235,7 @@ class Model:
         return out
 
     @_fixed_batch
+    @_exclusive
     @restores_numpy_blas_threads
     def predict(self, x):
         """Network outputs in evaluation mode (logits for a network ending in Dense)."""
@@ -223,6 +257,7 @@ class Model:
     _warned_softmax = False
 
     @_fixed_batch
+    @_exclusive
     @restores_numpy_blas_threads
     def predict_proba(self, x):
         """Class probabilities: the softmax of predict's logits, row by row (for a model whose loss
@@ -239,6 +274,7 @@ class Model:
         return (e / e.sum(axis=1, keepdims=True)).astype(self.dtype)
 
     @_fixed_batch
+    @_exclusive
     @restores_numpy_blas_threads
     def evaluate(self, x, y):
         """{"loss": mean loss, "accuracy": fraction correct (None for mse)} in evaluation mode."""
@@ -258,6 +294,7 @@ class Model:
     stop_training = False   # set by a callback: fit ends after the current epoch
 
     @_fixed_batch
+    @_exclusive
     @restores_numpy_blas_threads
     def fit(self, x, y, epochs=1, validation_data=None, shuffle=True, verbose=1, schedule=None,
             initial_epoch=0, callbacks=(), augment=None):
@@ -273,7 +310,7 @@ class Model:
         model.info["lr_scale"], which ReduceLROnPlateau lowers; 1 if absent);
         augment: a fastnet.data.Augment applied as each batch is assembled. Both are kept by the
         model, and in its checkpoints, for later fits."""
-        self._warn_softmax_twice(stacklevel=5)    # the caller's line, past both decorators
+        self._warn_softmax_twice(stacklevel=6)    # the caller's line, past the three decorators
         x = self._check_x(x, finite=True)
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         if len(x) == 0:
@@ -337,14 +374,13 @@ class Model:
 
     def _fit_epoch(self, x, y, epoch, epochs, shuffle, verbose, per_batch=()):
         from tqdm import tqdm
-        order = self._shuffle_rng.permutation(len(x)) if shuffle else np.arange(len(x))
-        batches = range(0, len(x), self.batch_size)
+        order, first, (total, correct, seen) = self._epoch_start(len(x), shuffle)
+        batches = range(first * self.batch_size, len(x), self.batch_size)
         # The bar only on a terminal; the one-line epoch summary is printed either way.
         bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
                    disable=not verbose or not sys.stderr.isatty(), file=sys.stderr)
-        total, correct, seen = 0.0, 0, 0
         start_time = time.perf_counter()
-        for i, start in enumerate(bar):
+        for i, start in enumerate(bar, first):
             rows = order[start:start + self.batch_size]
             n = len(rows)
             if self.augment is None:
@@ -355,15 +391,16 @@ class Model:
             self._upload(n)
             if self.schedule is not None:
                 self.optimizer.lr = self.schedule(self.step) * self.info.get("lr_scale", 1.0)
-            loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}")
-            if per_batch:
-                logs = {"loss": loss, "size": n, "lr": self.optimizer.lr, "step": self.step}
-                for callback in per_batch:
-                    callback.on_batch_end(i, logs)
+            loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}", epoch)
             total += loss * n
             seen += n
             hits = self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
             correct += hits or 0
+            self._mark_position(len(x), i + 1, total, correct, seen)
+            if per_batch:
+                logs = {"loss": loss, "size": n, "lr": self.optimizer.lr, "step": self.step}
+                for callback in per_batch:
+                    callback.on_batch_end(i, logs)
             if verbose and (i % 20 == 0):
                 elapsed = time.perf_counter() - start_time
                 figures = {"loss": f"{total / seen:.4f}", "img_s": f"{seen / max(elapsed, 1e-9):.0f}"}
@@ -372,24 +409,66 @@ class Model:
                 bar.set_postfix(figures)
         seconds = time.perf_counter() - start_time
         bar.close()
+        self.position = None    # between epochs: the shuffle generator's state says it all
         return {"loss": total / seen,
                 "accuracy": correct / seen if self.loss_fn.has_accuracy else None,
                 "images_per_sec": seen / seconds, "seconds": seconds}
 
-    def _train_loaded(self, n, where):
-        """One step on the loaded batch. An update computed from a non-finite loss is refused,
-        so the parameters stay those of the last finite step."""
+    # Where fit is within an epoch, saved in checkpoints so that a resume continues mid-epoch
+    # exactly (None between epochs): {"rng": the shuffle generator's state before this epoch's
+    # order was drawn, "rows": the data set's size, "batch": the next batch, "total", "correct",
+    # "seen": the epoch's running sums}. A loaded checkpoint's is also `_resume_position`, which
+    # the next epoch fit runs starts from (once; a fit after an error in this process starts a
+    # fresh epoch).
+    position = None
+    _resume_position = None
+
+    def _epoch_start(self, rows, shuffle):
+        """(order, first batch, (total, correct, seen)) of the epoch fit starts: a fresh one, or
+        the one a checkpoint was saved in, its order drawn again from the generator state that drew it
+        (for a data set of the size it was saved with; another size starts a fresh epoch)."""
+        resume, self._resume_position = self._resume_position, None
+        first, sums = 0, (0.0, 0, 0)
+        if resume is not None and resume["rows"] == rows:
+            self._shuffle_rng.bit_generator.state = resume["rng"]
+            first, sums = resume["batch"], (resume["total"], resume["correct"], resume["seen"])
+        self._epoch_rng = self._shuffle_rng.bit_generator.state
+        order = self._shuffle_rng.permutation(rows) if shuffle else np.arange(rows)
+        return order, first, sums
+
+    def _mark_position(self, rows, batch, total, correct, seen):
+        self.position = {"rng": self._epoch_rng, "rows": rows, "batch": batch, "total": float(total),
+                         "correct": int(correct), "seen": int(seen)}
+
+    def _train_loaded(self, n, where, epoch=None):
+        """One step on the loaded batch. An update computed from a non-finite loss, or from
+        non-finite gradients of a finite one (a layer that overflowed), is refused: a
+        DivergenceError, and the parameters and optimizer state stay those of the last finite step."""
         self.plan.set_step(self.step)
         loss = self._forward_loss(n, train=True)
         if not np.isfinite(loss):
-            raise DivergenceError(f"the training loss became {loss} at {where} (optimizer step "
-                                  f"{self.step + 1}); the parameters are those of the last finite "
-                                  f"step. Try a lower learning rate.")
+            raise self._divergence(f"the training loss became {loss}", where, epoch, loss)
         self.plan.backward(self.k, n, input_grad=False)
+        bad = self.k.count_nonfinite(self.plan.flat_grads)    # one pass over the flat gradients
+        if bad:
+            raise self._divergence(f"the gradients became non-finite ({bad:,} of {self.plan.flat_grads.size:,} "
+                                   f"values NaN or inf) with a finite loss {loss:.6g}", where, epoch, loss, bad)
         self.step += 1
         self.optimizer.update(self.k, self.plan.flat_params, self.plan.flat_grads, self.opt_state,
                               self.step)
+        self._last_loss = float(loss)
         return loss
+
+    _last_loss = None   # the loss of the last step whose update was applied
+
+    def _divergence(self, what, where, epoch, loss, bad=None):
+        last = ("no step had finished in this process" if self._last_loss is None else
+                f"the last finite loss was {self._last_loss:.6g} (step {self.step})")
+        return DivergenceError(f"{what} at {where} (optimizer step {self.step + 1}); {last}; the update was not "
+                               f"applied: the parameters are those of the last finite step. Try a lower learning "
+                               f"rate{' (or look for a layer whose values overflow)' if bad else ''}.",
+                               epoch=epoch, step=self.step + 1, last_loss=self._last_loss, loss=float(loss),
+                               bad_gradients=bad)
 
     # -- checks --------------------------------------------------------------------------
     def _check_x(self, x, finite, what="x"):
@@ -424,6 +503,7 @@ class Model:
         chose; compile(conv_algorithm=model.algorithms) runs the same arithmetic."""
         return {slot.prefix: slot.algorithm for slot in self.plan.slots if slot.algorithm is not None}
 
+    @_exclusive
     def state_dict(self):
         """Copies of every parameter and buffer, in torch.nn.Module.state_dict's order and names."""
         state = OrderedDict()
@@ -432,6 +512,7 @@ class Model:
                 state[f"{slot.prefix}.{short}"] = self.k.to_host(array)
         return state
 
+    @_exclusive
     def load_state_dict(self, state):
         """Copy parameters and buffers in; names, shapes and finiteness are checked first, so a
         mismatched dict changes nothing. A PyTorch state_dict (tensors or numpy arrays) works;
@@ -458,6 +539,7 @@ class Model:
         for name, target in targets.items():
             self.k.copy_in(target, given[name])
 
+    @_exclusive
     def save(self, path):
         """Write a checkpoint (safetensors: weights, buffers, optimizer state, the network's spec,
         progress); `fastnet.load(path)` rebuilds the compiled model. Atomic."""
@@ -505,6 +587,13 @@ class Model:
         lines.append(f"compile's memory estimate: {format_bytes(estimate['total'])} ({parts}); "
                      f"limit: {self.memory_limit[1]}")
         return "\n".join(lines)
+
+
+def _dtype_name(dtype):
+    try:
+        return str(np.dtype(dtype))
+    except TypeError:       # not a dtype at all ("float", 3, ...): the SpecError names it
+        return None
 
 
 def _to_numpy(value):

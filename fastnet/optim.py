@@ -5,6 +5,8 @@ live in kernels/<device>/optim.py and run once per step over all parameters at o
 
 import math
 
+from .errors import SpecError
+
 
 class Optimizer:
     state_names = ()
@@ -36,7 +38,7 @@ class Optimizer:
     def _check(self, **values):
         for key, value in values.items():
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{type(self).__name__}: {key} must be a finite number >= 0, got {value!r}")
+                raise SpecError(f"{type(self).__name__}: {key} must be a finite number >= 0, got {value!r}")
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -49,7 +51,7 @@ class SGD(Optimizer):
     def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0, clip_norm=None):
         self._check(lr=lr, momentum=momentum, weight_decay=weight_decay, dampening=dampening)
         if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("SGD: nesterov momentum requires a momentum and zero dampening")
+            raise SpecError("SGD: nesterov momentum requires a momentum and zero dampening")
         self.lr, self.momentum, self.nesterov = lr, momentum, bool(nesterov)
         self.weight_decay, self.dampening = weight_decay, dampening
         self._clip_norm(clip_norm)

@@ -24,13 +24,14 @@ import time
 import numpy as np
 
 from . import callbacks, checkpoint, kernels, models, restore, schedules
-from .atomic import atomic_write
+from .atomic import atomic_write, remove_stale
 from .data import datasets
 from .data.augment import Augment
-from .errors import DataError, FastnetError
+from .errors import DataError, DivergenceError, FastnetError
 from .graph import Sequential
 from .layers import Normalize
 from .optim import SGD, Adam, AdamW
+from .plan import parse_memory
 from .spec import from_spec
 
 ZOO = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn", "resnet8": "resnet8"}
@@ -39,9 +40,10 @@ DEFAULTS = {"model": "cnn", "dataset": "fashion-mnist", "epochs": 3, "batch_size
             "clip_norm": None,
             "schedule": "cosine", "warmup_steps": 0, "val_split": 0.0, "device": "cpu", "seed": 0,
             "download": False, "augment": False, "flip": False, "conv_algorithm": "auto", "resize": None,
-            "early_stopping": None, "tensorboard": None}
+            "early_stopping": None, "tensorboard": None, "checkpoint_every": None, "max_memory": None}
 # What `--resume` may change (the rest would make it another run: refused, naming the option).
-RESUMABLE = ("epochs", "lr", "device", "download")
+RESUMABLE = ("epochs", "lr", "device", "download", "checkpoint_every", "max_memory")
+CHECKPOINT = "model.safetensors"
 
 
 class Log:
@@ -134,13 +136,20 @@ def build_schedule(settings, steps_per_epoch):
 
 
 def train(settings, out=None, resume=None):
-    """Run (or resume) a training run; returns the final metrics dict."""
+    """Run (or resume) a training run; returns the final metrics dict. Resuming a run killed before
+    its first checkpoint starts it again in its folder, with its saved settings."""
+    if resume is not None and os.path.isdir(resume):
+        remove_stale(resume)    # the temporary files of a save that a crash interrupted
+    if resume is not None and not os.path.exists(os.path.join(resume, CHECKPOINT)):
+        settings = _resume_settings(resume, _read_json(os.path.join(resume, "run.json")), settings)
+        out, resume = resume, None
     if resume is not None:
         folder = resume
         saved = _read_json(os.path.join(resume, "run.json"))
         settings = _resume_settings(resume, saved, settings)
         _check_callback_settings(settings)
-        model = restore.load(os.path.join(resume, "model.safetensors"), device=settings["device"])
+        model = restore.load(os.path.join(resume, CHECKPOINT), device=settings["device"],
+                             max_memory=settings.get("max_memory"))
         # a checkpoint from before the Normalize layer: its data standardised as they were then
         train_set, val, test, _ = load_data(settings, model.info.get("normalize"))
         if settings["lr"] != saved["lr"] or settings["epochs"] != saved["epochs"]:
@@ -150,7 +159,10 @@ def train(settings, out=None, resume=None):
         if settings != saved:
             with atomic_write(os.path.join(folder, "run.json")) as f:
                 f.write(json.dumps(settings, indent=2).encode())
-        metrics = _read_json(os.path.join(resume, "metrics.json"))
+        if model.epoch == 0 and not os.path.exists(os.path.join(resume, "metrics.json")):
+            metrics = {"epochs": []}    # a checkpoint from within the first epoch: no epoch to report yet
+        else:
+            metrics = _read_json(os.path.join(resume, "metrics.json"))
         metrics["settings"] = settings
         metrics["epochs"] = metrics["epochs"][:model.epoch]    # epochs after the checkpoint are redone
     else:
@@ -161,7 +173,8 @@ def train(settings, out=None, resume=None):
         network = with_normalize(build_network(settings, classes, train_set[0].shape[1:]), mean, std)
         model = network.compile(train_set[0].shape[1:], settings["batch_size"],
                                 optimizer=build_optimizer(settings), device=settings["device"],
-                                seed=settings["seed"], conv_algorithm=settings.get("conv_algorithm", "auto"))
+                                seed=settings["seed"], conv_algorithm=settings.get("conv_algorithm", "auto"),
+                                max_memory=settings.get("max_memory"))
         model.schedule = build_schedule(settings, math.ceil(len(train_set[0]) / settings["batch_size"]))
         model.info = {"dataset": settings["dataset"]}
         if names:
@@ -178,6 +191,7 @@ def train(settings, out=None, resume=None):
         with atomic_write(os.path.join(folder, "run.json")) as f:
             f.write(json.dumps(settings, indent=2).encode())
     watchers, early = _callbacks(settings, folder, val is not None, metrics["epochs"])
+    saver = Saver(os.path.join(folder, CHECKPOINT), settings.get("checkpoint_every"), model if resume else None)
     log = Log(folder)
     log(f"{settings['model']} on {settings['dataset']}: {len(train_set[0])} training, "
         f"{0 if val is None else len(val[0])} validation, {len(test[0])} test images; "
@@ -194,11 +208,16 @@ def train(settings, out=None, resume=None):
             + (f"val accuracy {row['val_accuracy']:.4f}, " if val is not None else
                f"test accuracy {row['test_accuracy']:.4f}, ")
             + f"{row['images_per_sec']:.0f} images/s, {row['seconds']:.1f} s")
-        model.save(os.path.join(folder, "model.safetensors"))
+        # the figures first: a crash between the two leaves figures for an epoch the checkpoint
+        # has not reached, which a resume drops and redoes (never a checkpoint without its figures)
         _write_outputs(folder, metrics)
+        saver.save(model)
 
-    model.fit(*train_set, epochs=settings["epochs"], initial_epoch=model.epoch, validation_data=val,
-              verbose=1 if sys.stderr.isatty() else 0, callbacks=[after_epoch, *watchers])
+    try:
+        model.fit(*train_set, epochs=settings["epochs"], initial_epoch=model.epoch, validation_data=val,
+                  verbose=1 if sys.stderr.isatty() else 0, callbacks=[after_epoch, saver, *watchers])
+    except DivergenceError as err:
+        raise saver.diverged(err, folder) from err
     if early is not None and early.stopped_epoch:
         metrics["stopped_epoch"] = early.stopped_epoch
         log(f"early stopping after epoch {early.stopped_epoch}: val_loss has not improved on "
@@ -211,7 +230,44 @@ def train(settings, out=None, resume=None):
     return metrics
 
 
+class Saver(callbacks.Callback):
+    """Writes the run's checkpoint (atomically: a crash leaves the previous one whole) after every
+    epoch (`save`, called by the run) and, with --checkpoint-every N, after every N-th optimizer
+    step too (a mid-epoch checkpoint: fastnet.load gives a model whose next fit continues that
+    epoch exactly). Remembers what it wrote last, so a divergence can name the checkpoint kept."""
+
+    def __init__(self, path, every=None, loaded=None):
+        super().__init__()
+        self.path, self.every = path, every
+        self.last = None if loaded is None else (loaded.epoch, loaded.step)
+
+    def on_batch_end(self, batch, logs=None):
+        if self.every and self.model.step % self.every == 0:
+            self.save(self.model)
+
+    def save(self, model):
+        model.save(self.path)
+        self.last = (model.epoch, model.step)
+
+    def diverged(self, err, folder):
+        """The DivergenceError `err` with the checkpoint the run folder keeps named in its message."""
+        if self.last is None:
+            kept = f"no checkpoint was saved before it ({folder} holds none)"
+        else:
+            epochs, step = self.last
+            kept = (f"the last good checkpoint, {self.path} ({epochs} epoch{'' if epochs == 1 else 's'} complete, "
+                    f"optimizer step {step}), is "
+                    f"intact: `fastnet train --resume {folder} --lr <lower>` continues from it")
+        return DivergenceError(f"{err} {kept}", epoch=err.epoch, step=err.step, last_loss=err.last_loss,
+                               loss=err.loss, bad_gradients=err.bad_gradients,
+                               checkpoint=None if self.last is None else self.path)
+
+
 def _check_callback_settings(settings):
+    every = settings.get("checkpoint_every")
+    if every is not None and (int(every) != every or every < 1):
+        raise FastnetError(f"--checkpoint-every takes a number of optimizer steps, an integer >= 1, got {every!r}")
+    parse_memory(settings.get("max_memory"))    # a SpecError naming the value, before anything is loaded
     patience = settings.get("early_stopping")
     if patience is not None and (int(patience) != patience or patience < 0):
         raise FastnetError(f"--early-stopping takes a patience, an integer >= 0, got {patience!r}")

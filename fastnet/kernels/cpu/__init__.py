@@ -26,6 +26,7 @@ from .conv_direct import conv2d_direct_backward, conv2d_direct_forward, conv2d_d
 from .conv_winograd import conv2d_winograd_backward, conv2d_winograd_forward, conv2d_winograd_workspace_shapes
 from .dense import bias_backward, dense_backward_input, dense_backward_weight, dense_forward, dense_workspace_shapes
 from .embedding import embedding_backward, embedding_forward
+from .finite import count_nonfinite
 from .loss import (
     count_correct,
     cross_entropy_backward,

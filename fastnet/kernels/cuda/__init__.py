@@ -29,6 +29,7 @@ from .activation import (
 from .conv import conv2d_algorithms, conv2d_backward, conv2d_forward, conv2d_workspace_shapes
 from .dense import bias_backward, dense_backward_input, dense_backward_weight, dense_forward, dense_workspace_shapes
 from .embedding import embedding_backward, embedding_forward
+from .finite import count_nonfinite
 from .loss import (
     count_correct,
     cross_entropy_backward,
