@@ -26,8 +26,8 @@ class Optimizer:
         """Check and keep clip_norm: None (no clipping) or a finite number > 0."""
         if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and not isinstance(clip_norm, bool)
                                           and math.isfinite(clip_norm) and clip_norm > 0):
-            raise ValueError(f"{type(self).__name__}: clip_norm must be None (no clipping) or a finite "
-                             f"number > 0, got {clip_norm!r}")
+            raise SpecError(f"{type(self).__name__}: clip_norm must be None (no clipping) or a finite "
+                            f"number > 0, got {clip_norm!r}")
         self.clip_norm = None if clip_norm is None else float(clip_norm)
 
     def _clip(self, k, grads):
@@ -77,7 +77,7 @@ class Adam(Optimizer):
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip_norm=None):
         self._check(lr=lr, eps=eps, weight_decay=weight_decay)
         if not all(0.0 <= b < 1.0 for b in betas) or len(betas) != 2:
-            raise ValueError(f"{type(self).__name__}: betas must be two numbers in [0, 1), got {betas!r}")
+            raise SpecError(f"{type(self).__name__}: betas must be two numbers in [0, 1), got {betas!r}")
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
         self._clip_norm(clip_norm)
 

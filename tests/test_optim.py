@@ -118,9 +118,15 @@ def test_clip_norm_must_be_none_or_a_finite_number_above_zero():
         assert make(None).clip_norm is None
         assert make(2).clip_norm == 2.0
         for bad in (0, -1.0, float("inf"), float("nan"), True, "1"):
-            with pytest.raises(ValueError, match="clip_norm"):
+            with pytest.raises(fn.SpecError, match="clip_norm"):   # a ValueError too
                 make(bad)
     assert "clip_norm=0.5" in repr(fn.AdamW(clip_norm=0.5))
+
+
+def test_adam_betas_outside_zero_one_are_a_spec_error():
+    for betas in ((0.9, 1.0), (-0.1, 0.999), (0.9,)):
+        with pytest.raises(fn.SpecError, match="betas"):
+            fn.Adam(betas=betas)
 
 
 def test_a_checkpoint_saved_with_clip_norm_resumes_with_it(tmp_path):
