@@ -13,10 +13,10 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import algorithms, checkpoint, kernels, losses
+from . import algorithms, checkpoint, distributed, kernels, losses
 from . import onnx as onnx_export
 from .callbacks import Callback
-from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError
+from .errors import CheckpointError, DataError, DistributedError, DivergenceError, FastnetError, ShapeError
 from .layers import Softmax
 from .optim import SGD, Optimizer
 from .plan import MEMORY_PARTS, Plan, check_memory, estimate_memory, format_bytes, parse_memory
@@ -128,8 +128,10 @@ class Model:
         out = self.plan.forward(self.k, n, train)
         total = self.loss_fn.forward(self.k, out, self.targets[:n], self._work(n))
         count = self.loss_fn.count(n, self.output_shape)
-        if train:
-            self.loss_fn.backward(self.k, out, self.targets[:n], self._work(n), 1.0 / count,
+        if train:   # data parallel: the mean over the global batch (the gradients are summed over ranks)
+            rows = n if self._batch_rows is None else self._batch_rows
+            scale = 1.0 / self.loss_fn.count(rows, self.output_shape)
+            self.loss_fn.backward(self.k, out, self.targets[:n], self._work(n), scale,
                                   self.plan.grads[-1][:n])
         return total / count
 
@@ -240,18 +242,24 @@ class Model:
 
     @_fixed_batch
     @restores_numpy_blas_threads
-    def evaluate(self, x, y):
-        """{"loss": mean loss, "accuracy": fraction correct (None for mse)} in evaluation mode."""
+    def evaluate(self, x, y, comm=None):
+        """{"loss": mean loss, "accuracy": fraction correct (None for mse)} in evaluation mode.
+        Under MPI (comm: fastnet.distributed's, by default this process's world) a collective: each
+        rank evaluates its contiguous share of the rows and the sums are added up."""
         x = self._check_x(x, finite=True)
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         if len(x) == 0:
             raise ShapeError("evaluate() needs at least one row")
+        comm = distributed.world() if comm is None else comm
+        lo, hi = distributed.shard(len(x), comm.rank, comm.size)
         total, correct = 0.0, 0
-        for start in range(0, len(x), self.batch_size):
-            n = self._load(x[start:start + self.batch_size], y[start:start + self.batch_size])
+        for start in range(lo, hi, self.batch_size):
+            end = min(start + self.batch_size, hi)
+            n = self._load(x[start:end], y[start:end])
             total += self._forward_loss(n, train=False) * n
             hits = self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
             correct += hits or 0
+        total, correct = _global_sums(comm, total, correct)
         accuracy = correct / len(x) if self.loss_fn.has_accuracy else None
         return {"loss": total / len(x), "accuracy": accuracy}
 
@@ -260,7 +268,7 @@ class Model:
     @_fixed_batch
     @restores_numpy_blas_threads
     def fit(self, x, y, epochs=1, validation_data=None, shuffle=True, verbose=1, schedule=None,
-            initial_epoch=0, callbacks=(), augment=None):
+            initial_epoch=0, callbacks=(), augment=None, comm=None):
         """Minibatch training; returns a History (also model.history). All inputs are checked
         before any step runs.
 
@@ -272,7 +280,9 @@ class Model:
         schedule: a fastnet.schedules schedule setting the learning rate before every step (times
         model.info["lr_scale"], which ReduceLROnPlateau lowers; 1 if absent);
         augment: a fastnet.data.Augment applied as each batch is assembled. Both are kept by the
-        model, and in its checkpoints, for later fits."""
+        model, and in its checkpoints, for later fits.
+        comm: data parallelism (fastnet/distributed.py); by default this process's world, MPI under
+        mpiexec. Every rank calls fit with the same arguments; batch_size is the global batch."""
         self._warn_softmax_twice(stacklevel=5)    # the caller's line, past both decorators
         x = self._check_x(x, finite=True)
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
@@ -296,6 +306,11 @@ class Model:
             if len(self.input_shape) != 3:
                 raise ShapeError(f"augment needs (C, H, W) images, the model takes {self.input_shape}")
             self.augment = augment
+        comm = distributed.world() if comm is None else comm
+        if comm.size > 1:
+            self._join(comm, x, y, validation_data, epochs, initial_epoch, shuffle)
+            verbose = verbose if comm.is_main else 0
+        self._comm = comm
         history = History()
         self.history, self.stop_training = history, False
         hooked = [callback for callback in callbacks if isinstance(callback, Callback)]
@@ -318,8 +333,9 @@ class Model:
             for callback in hooked:
                 callback.on_epoch_begin(epoch, {})
             figures = self._fit_epoch(x, y, epoch, epochs, shuffle, verbose, per_batch)
+            self._average_buffers()
             if validation_data is not None:
-                val = self.evaluate(vx, vy)
+                val = self.evaluate(vx, vy, comm=comm)
                 figures.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
             figures["lr"] = float(self.optimizer.lr)
             self.epoch += 1
@@ -333,6 +349,9 @@ class Model:
                     callback(self, epoch, figures)
         for callback in hooked:
             callback.on_train_end(figures)
+        if comm.size > 1:
+            self._check_same_parameters(comm)
+        self._comm, self._batch_rows, self._row_offset = None, None, 0   # train_step: one process again
         return history
 
     def _fit_epoch(self, x, y, epoch, epochs, shuffle, verbose, per_batch=()):
@@ -345,7 +364,7 @@ class Model:
         total, correct, seen = 0.0, 0, 0
         start_time = time.perf_counter()
         for i, start in enumerate(bar):
-            rows = order[start:start + self.batch_size]
+            rows = self._rank_rows(order, start)
             n = len(rows)
             if self.augment is None:
                 np.take(x, rows, axis=0, out=self.x_staging[:n])
@@ -355,7 +374,7 @@ class Model:
             self._upload(n)
             if self.schedule is not None:
                 self.optimizer.lr = self.schedule(self.step) * self.info.get("lr_scale", 1.0)
-            loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}")
+            loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}") if n else self._idle_step()
             if per_batch:
                 logs = {"loss": loss, "size": n, "lr": self.optimizer.lr, "step": self.step}
                 for callback in per_batch:
@@ -372,6 +391,7 @@ class Model:
                 bar.set_postfix(figures)
         seconds = time.perf_counter() - start_time
         bar.close()
+        total, correct, seen = _global_sums(self._comm, total, correct, seen)
         return {"loss": total / seen,
                 "accuracy": correct / seen if self.loss_fn.has_accuracy else None,
                 "images_per_sec": seen / seconds, "seconds": seconds}
@@ -379,17 +399,112 @@ class Model:
     def _train_loaded(self, n, where):
         """One step on the loaded batch. An update computed from a non-finite loss is refused,
         so the parameters stay those of the last finite step."""
-        self.plan.set_step(self.step)
+        self.plan.set_step(self.step, row_offset=self._row_offset)
         loss = self._forward_loss(n, train=True)
         if not np.isfinite(loss):
             raise DivergenceError(f"the training loss became {loss} at {where} (optimizer step "
                                   f"{self.step + 1}); the parameters are those of the last finite "
                                   f"step. Try a lower learning rate.")
         self.plan.backward(self.k, n, input_grad=False)
+        self._reduce_gradients()
         self.step += 1
         self.optimizer.update(self.k, self.plan.flat_params, self.plan.flat_grads, self.opt_state,
                               self.step)
         return loss
+
+    # -- data parallelism (fastnet/distributed.py): the hooks fit calls --------------------
+    _comm = None          # fit's communicator while it runs (None: one process)
+    _batch_rows = None    # rows of the global batch this step (None: one process)
+    _row_offset = 0       # where this rank's rows start in it (Dropout's masks follow the row)
+
+    def _rank_rows(self, order, start):
+        """The rows of this rank's contiguous slice of the global batch starting at `start`."""
+        rows = order[start:start + self.batch_size]
+        comm = self._comm
+        if comm is None or comm.size == 1:
+            return rows
+        lo, hi = distributed.shard(len(rows), comm.rank, comm.size)
+        self._batch_rows, self._row_offset = len(rows), lo
+        return rows[lo:hi]
+
+    def _reduce_gradients(self):
+        """The gradients summed over the ranks (each already divided by the global row count):
+        one collective of the flat array per step; every CHECK_EVERY steps the parameters are
+        compared across ranks."""
+        comm = self._comm
+        if comm is None or comm.size == 1:
+            return
+        if self.device == "cpu":
+            comm.allreduce_sum(self.plan.flat_grads)
+        else:   # through host memory
+            host = comm.allreduce_sum(self.k.to_host(self.plan.flat_grads))
+            self.k.copy_in(self.plan.flat_grads, host)
+        if self.step % distributed.CHECK_EVERY == 0:
+            self._check_same_parameters(comm)
+
+    def _idle_step(self):
+        """A rank with no rows in this (last) batch: zero gradients into the collective, the same
+        update as its peers."""
+        self.k.fill(self.plan.flat_grads, 0.0)
+        self._reduce_gradients()
+        self.step += 1
+        self.optimizer.update(self.k, self.plan.flat_params, self.plan.flat_grads, self.opt_state, self.step)
+        return 0.0
+
+    def _check_same_parameters(self, comm):
+        crc = distributed.array_fingerprint(self.k.to_host(self.plan.flat_params))
+        crcs = comm.allgather(crc)
+        if len(set(crcs)) > 1:
+            differ = [rank for rank, c in enumerate(crcs) if c != crcs[0]]
+            raise DistributedError(f"the parameters of rank(s) {differ} differ from rank 0's at optimizer step "
+                                   f"{self.step}: the ranks drifted apart (a rank running other code or "
+                                   f"other data, or an MPI whose allreduce differs between ranks)")
+
+    def _average_buffers(self):
+        """BatchNorm's running statistics (each rank's own, from its own rows) averaged over the
+        ranks, before an evaluation or a checkpoint sees them."""
+        comm = self._comm
+        if comm is None or comm.size == 1:
+            return
+        for array in self.buffers().values():
+            host = self.k.to_host(array) if self.device != "cpu" else array
+            comm.allreduce_sum(host)
+            host /= comm.size
+            if host is not array:
+                self.k.copy_in(array, host)
+
+    def _join(self, comm, x, y, validation_data, epochs, initial_epoch, shuffle):
+        """Start of a data-parallel fit: the ranks must run the same network, settings and data
+        shapes (a hash compared by every rank: a DistributedError on all of them), then take rank
+        0's parameters, buffers, optimizer state and progress."""
+        spec = self.network.to_spec()
+        described = {
+            "spec": spec, "input_shape": list(self.input_shape), "batch_size": self.batch_size,
+            "loss": self.loss_fn.name, "dtype": self.dtype.name, "seed": self.seed, "device": self.device,
+            "optimizer": [type(self.optimizer).__name__, sorted((k, repr(v)) for k, v in vars(self.optimizer).items())],
+            "schedule": None if self.schedule is None else self.schedule.config(),
+            "augment": None if self.augment is None else self.augment.config(),
+            "x": list(x.shape), "y": [list(y.shape), distributed.array_fingerprint(y)],
+            "validation": None if validation_data is None else [list(np.shape(v)) for v in validation_data],
+            "epochs": [epochs, initial_epoch, bool(shuffle)], "step": [self.step, self.epoch],
+        }
+        hashes = comm.allgather(distributed.fingerprint(described))
+        if len(set(hashes)) > 1:
+            differ = [rank for rank, h in enumerate(hashes) if h != hashes[0]]
+            raise DistributedError(f"rank(s) {differ} of {comm.size} were started with another network, other "
+                                   f"settings or other data (shapes, labels) than rank 0; every rank must "
+                                   f"run the same command on the same data")
+        for array in [self.plan.flat_params, *self.buffers().values(), *self.opt_state.values()]:
+            if self.device == "cpu":
+                comm.bcast_array(array)
+            else:
+                self.k.copy_in(array, comm.bcast_array(self.k.to_host(array)))
+        state = comm.bcast({"rng": self._shuffle_rng.bit_generator.state, "lr": self.optimizer.lr,
+                            "lr_scale": self.info.get("lr_scale")})
+        self._shuffle_rng.bit_generator.state = state["rng"]
+        self.optimizer.lr = state["lr"]
+        if state["lr_scale"] is not None:
+            self.info["lr_scale"] = state["lr_scale"]
 
     # -- checks --------------------------------------------------------------------------
     def _check_x(self, x, finite, what="x"):
@@ -502,6 +617,14 @@ class Model:
         lines.append(f"compile's memory estimate: {format_bytes(estimate['total'])} ({parts}); "
                      f"limit: {self.memory_limit[1]}")
         return "\n".join(lines)
+
+
+def _global_sums(comm, *figures):
+    """Figures summed over the ranks (one small collective; the figures unchanged in one process)."""
+    if comm is None or comm.size == 1:
+        return figures
+    sums = comm.allreduce_sum(np.array(figures, np.float64))
+    return tuple(type(f)(s) for f, s in zip(figures, sums))
 
 
 def _to_numpy(value):

@@ -1,0 +1,262 @@
+"""Data-parallel training over MPI (mpi4py): the communicator Model.fit talks to.
+
+Every rank runs the same program (`mpiexec -n K fastnet train ...`, or a script calling fit);
+what fit needs from its peers is this small interface:
+
+    rank, size, is_main, local_rank
+    allreduce_sum(array)   in place, summed over the ranks (the flat gradients: one per step)
+    bcast_array(array)     in place, rank 0's values
+    bcast(obj)             rank 0's object (small: settings, paths, RNG states)
+    allgather(obj)         every rank's object, in rank order (hashes compared by every rank)
+    barrier(), abort(code)
+
+`world()` is the communicator of this process: MPI when a launcher started it (detected from the
+environment before mpi4py is imported, so a single-process run never loads MPI), else `Single`
+(size 1, every collective a no-op). `FakeWorld(K)` runs K replicas in threads of one process for
+tests: threads, not a lock-step driver, because fit is an ordinary loop and a driver would have to
+turn it inside out; only one replica runs at a time (a run token handed over inside every
+collective), so Numba's thread pool is never entered by two replicas at once and a run is
+deterministic.
+
+The split of a global batch of m rows over K ranks is `shard(m, rank, size)`: contiguous slices,
+sizes differing by at most one (the first m % K ranks one row more), a rank getting 0 rows when
+m < K (it still joins every collective, with zero gradients).
+"""
+
+import os
+import sys
+import threading
+import time
+import zlib
+
+import numpy as np
+
+from .errors import DistributedError
+
+# Set by the launchers: MPICH's hydra (PMI_*), Open MPI (OMPI_COMM_WORLD_*), PMIx (PMIX_RANK),
+# Intel MPI (PMI_* too). FASTNET_MPI=1 asks for MPI without them (e.g. a launcher not listed here).
+SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK")
+
+CHECK_EVERY = 100    # steps between the checks that every rank holds the same parameters
+
+
+def launched():
+    """True when this process was started by an MPI launcher (or FASTNET_MPI=1 asks for MPI)."""
+    if os.environ.get("FASTNET_MPI", "") not in ("", "0"):
+        return True
+    return any(name in os.environ for name in RANK_VARIABLES)
+
+
+def shard(m, rank, size):
+    """(lo, hi): rank's contiguous slice of a global batch of m rows."""
+    base, extra = divmod(m, size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def fingerprint(obj):
+    """A short hash of a JSON-able description (compared across ranks)."""
+    import json
+    return zlib.crc32(json.dumps(obj, sort_keys=True, default=str).encode())
+
+
+def array_fingerprint(*arrays):
+    """A hash of the bytes of host arrays: equal on two ranks only if they are bit for bit equal."""
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(a).view(np.uint8), crc)
+    return crc
+
+
+class Comm:
+    """The interface; `Single` is the one-process case."""
+    rank, size, local_rank = 0, 1, 0
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def allreduce_sum(self, array):
+        return array
+
+    def bcast_array(self, array):
+        return array
+
+    def bcast(self, obj):
+        return obj
+
+    def allgather(self, obj):
+        return [obj]
+
+    def barrier(self):
+        pass
+
+    def abort(self, code=1):
+        sys.exit(code)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
+
+
+class Single(Comm):
+    """One process: every collective is a no-op."""
+
+
+class MPIComm(Comm):
+    """mpi4py's COMM_WORLD. A waiting rank does not spin a core: the collectives are started
+    non-blocking and polled with a short, growing sleep (MPICH and Open MPI busy-poll inside a
+    blocking call, taking the core the compute threads of this machine's other ranks need)."""
+
+    POLL_START, POLL_MAX = 20e-6, 1e-3   # seconds slept between tests of a pending collective
+
+    def __init__(self):
+        from mpi4py import MPI
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.local_rank = _local_rank(self.rank)
+        self.poll = os.environ.get("FASTNET_MPI_POLL", "1") not in ("0", "")
+
+    def _wait(self, request):
+        if not self.poll:
+            request.Wait()
+            return
+        delay = self.POLL_START
+        while not request.Test():
+            time.sleep(delay)
+            delay = min(delay * 2, self.POLL_MAX)
+
+    def allreduce_sum(self, array):
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM))
+        return array
+
+    def bcast_array(self, array):
+        self._wait(self.comm.Ibcast(array, root=0))
+        return array
+
+    def bcast(self, obj):
+        self.barrier()
+        return self.comm.bcast(obj, root=0)
+
+    def allgather(self, obj):
+        self.barrier()
+        return self.comm.allgather(obj)
+
+    def barrier(self):
+        self._wait(self.comm.Ibarrier())
+
+    def abort(self, code=1):
+        sys.stderr.flush()
+        self.comm.Abort(code)
+
+
+def _local_rank(rank):
+    for name in LOCAL_RANK_VARIABLES:
+        if name in os.environ:
+            return int(os.environ[name])
+    return rank
+
+
+_world = []
+
+
+def world():
+    """This process's communicator: MPIComm under a launcher, else Single. Made once."""
+    if not _world:
+        _world.append(MPIComm() if launched() else Single())
+    return _world[0]
+
+
+# -- K replicas in one process, for tests ---------------------------------------------------------
+
+class _Shared:
+    def __init__(self, size, timeout):
+        self.size = size
+        self.slots = [None] * size
+        self.barrier = threading.Barrier(size, timeout=timeout)
+        self.token = threading.Lock()    # the replica holding it runs; collectives hand it over
+
+
+class FakeComm(Comm):
+    """Rank `rank` of a FakeWorld. Every collective exchanges values through shared slots between
+    two barriers; sums are taken in rank order, so every replica gets bit-identical results."""
+
+    def __init__(self, shared, rank):
+        self.shared, self.rank, self.size, self.local_rank = shared, rank, shared.size, rank
+        self.calls = 0     # collectives joined (tests count them)
+
+    def _exchange(self, value):
+        s = self.shared
+        self.calls += 1
+        s.slots[self.rank] = value
+        s.token.release()
+        try:
+            s.barrier.wait()
+            values = list(s.slots)
+            s.barrier.wait()       # all have read before any replica writes its next value
+        except threading.BrokenBarrierError:
+            raise DistributedError("another rank failed (its error is reported by that rank)") from None
+        finally:
+            s.token.acquire()
+        return values
+
+    def allreduce_sum(self, array):
+        values = self._exchange(np.array(array, copy=True))
+        total = values[0].copy()
+        for v in values[1:]:
+            total += v
+        array[...] = total
+        return array
+
+    def bcast_array(self, array):
+        array[...] = self._exchange(np.array(array, copy=True))[0]
+        return array
+
+    def bcast(self, obj):
+        return self._exchange(obj)[0]
+
+    def allgather(self, obj):
+        return self._exchange(obj)
+
+    def barrier(self):
+        self._exchange(None)
+
+    def abort(self, code=1):
+        self.shared.barrier.abort()
+        raise DistributedError(f"rank {self.rank} aborted the job (code {code})")
+
+
+class FakeWorld:
+    """K replicas in threads: `FakeWorld(K).run(fn)` calls fn(comm) on each, one at a time between
+    collectives, and returns their results in rank order; the first error raised is re-raised
+    (the other replicas are released from their collective with a DistributedError)."""
+
+    def __init__(self, size, timeout=120.0):
+        self.shared = _Shared(size, timeout)
+        self.comms = [FakeComm(self.shared, rank) for rank in range(size)]
+
+    def run(self, fn):
+        results, errors = [None] * len(self.comms), [None] * len(self.comms)
+
+        def body(comm):
+            self.shared.token.acquire()
+            try:
+                results[comm.rank] = fn(comm)
+            except BaseException as err:      # noqa: B036 -- handed to the caller below
+                errors[comm.rank] = err
+                self.shared.barrier.abort()
+            finally:
+                self.shared.token.release()
+
+        threads = [threading.Thread(target=body, args=(comm,), daemon=True) for comm in self.comms]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        first = next((e for e in errors if e is not None and not isinstance(e, DistributedError)),
+                     next((e for e in errors if e is not None), None))
+        if first is not None:
+            raise first
+        return results
