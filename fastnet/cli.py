@@ -6,6 +6,7 @@ import os
 import platform
 import sys
 
+from . import distributed
 from .errors import DivergenceError, FastnetError
 
 EXIT_CODES = """exit codes:
@@ -16,7 +17,8 @@ EXIT_CODES = """exit codes:
        cannot be used, a network too large for the memory available
   130  interrupted (Ctrl-C)
 Errors are printed as one line; --debug (before or after the command) shows the traceback.
-A run that cannot start leaves no run folder."""
+A run that cannot start leaves no run folder. Under MPI (mpiexec -n K fastnet train ...), an error
+on one rank ends every rank (MPI_Abort, the exit code above) and is printed by that rank."""
 
 
 def info():
@@ -155,6 +157,10 @@ def main(argv=None):
                    help="stop when val_loss has not improved for PATIENCE epochs (needs --val-split)")
     t.add_argument("--tensorboard", metavar="DIR", default=DEFAULTS["tensorboard"],
                    help="write TensorBoard event files to DIR (pip install 'fastnet[tensorboard]')")
+    t.add_argument("--workers", type=_positive, default=DEFAULTS["workers"], metavar="K",
+                   help="train on K processes of this machine (data parallel over MPI: starts mpiexec -n K; "
+                        "pip install 'fastnet[mpich]'); --batch-size stays the global batch. Under mpiexec "
+                        "the ranks are those mpiexec started")
     t.add_argument("--out", help="run folder (default runs/<timestamp>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings; "
                    "only --epochs, --lr (the schedule is made again for them), --device and --download may change")
@@ -175,11 +181,20 @@ def main(argv=None):
     if argv[:1] == ["bench"]:
         return bench(argv[1:])
     args = parser.parse_args(argv)
+    if args.command == "train" and args.workers > 1 and not distributed.launched():
+        return _launch(args.workers, argv)
+    if distributed.launched():
+        return _as_rank(args, argv, given=_given(commands.choices["train"], parser, argv)
+                        if args.command == "train" and args.resume else None)
+    return _command(args, argv)
+
+
+def _command(args, argv, given=None):
     try:
         if args.command == "info":
             info()
         elif args.command == "train":
-            train(args, _given(commands.choices["train"], parser, argv) if args.resume else None)
+            train(args, given)
         elif args.command == "eval":
             evaluate(args)
         elif args.command == "export":
@@ -188,9 +203,54 @@ def main(argv=None):
         if args.debug:
             raise
         code, message = _failure(err)
-        print(f"fastnet: {message}", file=sys.stderr)
-        return code
+        if distributed.world().is_main or not getattr(err, "everywhere", False):
+            print(f"fastnet: {_rank_prefix()}{message}", file=sys.stderr)
+        return -code if distributed.launched() and not getattr(err, "everywhere", False) else code
     return 0
+
+
+def _launch(workers, argv):
+    """`fastnet train --workers K`: the same command on K ranks started by mpiexec; its exit code."""
+    import subprocess
+    try:
+        command = distributed.launch_command(workers, argv)
+    except FastnetError as err:
+        print(f"fastnet: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        return subprocess.run(command).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+def _as_rank(args, argv, given):
+    """One rank of an MPI job: an error raised on this rank alone (any exception) ends every rank
+    with MPI_Abort, so no peer waits forever in a collective; one raised alike on every rank (a
+    DistributedError for mismatched settings, say: err.everywhere) is printed by rank 0 and each
+    rank exits with the code."""
+    import traceback
+    try:
+        code = _command(args, argv, given)
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else 1
+    except BaseException:         # noqa: B036 -- a bug on one rank: the traceback, then the job ends
+        traceback.print_exc()
+        code = -1
+    if code < 0:                  # this rank alone failed: every rank ends now
+        distributed.world().abort(-code)
+    return code
+
+
+def _rank_prefix():
+    world = distributed.world() if distributed.launched() else None
+    return f"rank {world.rank}/{world.size}: " if world is not None and world.size > 1 else ""
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _failure(err):

@@ -50,4 +50,7 @@ class MemoryBudgetError(FastnetError, MemoryError):
 
 class DistributedError(FastnetError, ValueError):
     """The ranks of a data-parallel run (fastnet/distributed.py) disagree: different settings, spec or
-    data on some rank, parameters that drifted apart, or a peer that failed."""
+    data on some rank, parameters that drifted apart, or a peer that failed. `everywhere` is true
+    when every rank raised it alike (found by a collective), so no rank needs to abort the others."""
+
+    everywhere = False

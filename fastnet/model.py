@@ -456,9 +456,11 @@ class Model:
         crcs = comm.allgather(crc)
         if len(set(crcs)) > 1:
             differ = [rank for rank, c in enumerate(crcs) if c != crcs[0]]
-            raise DistributedError(f"the parameters of rank(s) {differ} differ from rank 0's at optimizer step "
+            err = DistributedError(f"the parameters of rank(s) {differ} differ from rank 0's at optimizer step "
                                    f"{self.step}: the ranks drifted apart (a rank running other code or "
                                    f"other data, or an MPI whose allreduce differs between ranks)")
+            err.everywhere = True
+            raise err
 
     def _average_buffers(self):
         """BatchNorm's running statistics (each rank's own, from its own rows) averaged over the
@@ -491,9 +493,11 @@ class Model:
         hashes = comm.allgather(distributed.fingerprint(described))
         if len(set(hashes)) > 1:
             differ = [rank for rank, h in enumerate(hashes) if h != hashes[0]]
-            raise DistributedError(f"rank(s) {differ} of {comm.size} were started with another network, other "
+            err = DistributedError(f"rank(s) {differ} of {comm.size} were started with another network, other "
                                    f"settings or other data (shapes, labels) than rank 0; every rank must "
                                    f"run the same command on the same data")
+            err.everywhere = True
+            raise err
         for array in [self.plan.flat_params, *self.buffers().values(), *self.opt_state.values()]:
             if self.device == "cpu":
                 comm.bcast_array(array)

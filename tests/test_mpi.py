@@ -1,0 +1,143 @@
+"""Real MPI: `mpiexec -n K fastnet train` as subprocesses (pip install 'fastnet[mpich]'), on a tiny
+MLP and a tiny data set, each with a timeout. K ranks against one process, checkpoint + resume
+against an unbroken run, and the faults: one rank raising, one rank killed, mismatched settings.
+The sharding and equivalence logic itself is tested in-process in tests/test_distributed.py.
+
+Without mpi4py and an mpiexec these tests skip, unless FASTNET_REQUIRE_MPI=1 (CI) makes that a failure."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastnet as fn
+from fastnet import distributed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fn.__file__)))
+MPIEXEC = distributed.find_mpiexec()
+try:
+    import mpi4py  # noqa: F401
+    HAVE_MPI = MPIEXEC is not None
+except ImportError:
+    HAVE_MPI = False
+if not HAVE_MPI and os.environ.get("FASTNET_REQUIRE_MPI") == "1":
+    raise RuntimeError("FASTNET_REQUIRE_MPI=1 but mpi4py or mpiexec is missing: pip install -e '.[mpich]'")
+pytestmark = pytest.mark.skipif(not HAVE_MPI, reason="needs mpi4py and mpiexec: pip install 'fastnet[mpich]'")
+
+TIMEOUT = 120
+TRAIN = ["--model", "mlp", "--epochs", "2", "--batch-size", "16", "--schedule", "none", "--lr", "0.003"]
+
+# rank 1 of a job whose other ranks run `python -m fastnet`: fails at its 3rd optimizer step
+FAULTY = """
+import os, signal, sys
+from fastnet import cli, distributed, model
+how = sys.argv[1]
+original = model.Model._reduce_gradients
+def faulty(self):
+    if self.step == 2 and distributed.world().rank == 1:
+        if how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError("rank 1 broke on purpose")
+    original(self)
+model.Model._reduce_gradients = faulty
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def environment():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("FASTNET_MPI", None)
+    return env
+
+
+def mpiexec(*groups, cwd):
+    """Run `mpiexec` over ':'-separated groups of (ranks, command); (exit code, output, seconds)."""
+    command = [MPIEXEC]
+    for i, (ranks, args) in enumerate(groups):
+        command += ([":"] if i else []) + ["-n", str(ranks), *args]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=TIMEOUT)
+    return done.returncode, done.stdout + done.stderr, time.perf_counter() - start
+
+
+def fastnet_command(*args):
+    return [sys.executable, "-m", "fastnet", "train", *args]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A data set of 203 training images (not a multiple of the global batch of 16)."""
+    folder = tmp_path_factory.mktemp("mpi")
+    rng = np.random.default_rng(0)
+    np.savez(folder / "tiny.npz", x_train=rng.integers(0, 255, (203, 8, 8), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 203), x_test=rng.integers(0, 255, (50, 8, 8), dtype=np.uint8),
+             y_test=rng.integers(0, 10, 50))
+    return folder
+
+
+def parameters(path):
+    return fn.load(path).state_dict()
+
+
+def max_relative_difference(a, b):
+    return max(float(np.max(np.abs(a[k] - b[k])) / np.max(np.abs(b[k]))) for k in b)
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny):
+    subprocess.run(fastnet_command("--dataset", "tiny.npz", *TRAIN, "--out", "one"), cwd=tiny, env=environment(),
+                   check=True, capture_output=True, timeout=TIMEOUT)
+    return parameters(tiny / "one" / "model.safetensors")
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ranks_train_as_one_process_with_the_global_batch(tiny, one_process, ranks):
+    code, output, _ = mpiexec((ranks, fastnet_command("--dataset", "tiny.npz", *TRAIN, "--out", f"k{ranks}")),
+                              cwd=tiny)
+    assert code == 0, output
+    assert output.count("test accuracy") == 3, output        # rank 0 alone prints: two epochs, the end
+    saved = json.loads((tiny / f"k{ranks}" / "run.json").read_text())
+    assert saved["workers"] == ranks and saved["threads_per_worker"] >= 1
+    difference = max_relative_difference(parameters(tiny / f"k{ranks}" / "model.safetensors"), one_process)
+    print(f"{ranks} ranks vs one process, Adam, 26 steps, float32: max relative difference {difference:.2e}")
+    assert difference < 1e-4
+
+
+def test_resume_under_mpi_continues_as_an_unbroken_run(tiny):
+    first = ["--dataset", "tiny.npz", *TRAIN, "--out", "broken"]
+    first[first.index("--epochs") + 1] = "1"
+    code, output, _ = mpiexec((2, fastnet_command(*first)), cwd=tiny)
+    assert code == 0, output
+    code, output, _ = mpiexec((2, fastnet_command("--resume", "broken", "--epochs", "2")), cwd=tiny)
+    assert code == 0, output
+    if not (tiny / "k2").exists():
+        code, output, _ = mpiexec((2, fastnet_command("--dataset", "tiny.npz", *TRAIN, "--out", "k2")), cwd=tiny)
+        assert code == 0, output
+    resumed, unbroken = parameters(tiny / "broken" / "model.safetensors"), parameters(tiny / "k2" / "model.safetensors")
+    for name, value in unbroken.items():
+        assert np.array_equal(resumed[name], value), name
+
+
+@pytest.mark.parametrize("how", ["raise", "kill"])
+def test_a_failing_rank_ends_the_job(tiny, how):
+    (tiny / "faulty.py").write_text(FAULTY)
+    args = ["--dataset", "tiny.npz", *TRAIN, "--out", f"fault-{how}"]
+    code, output, seconds = mpiexec((1, fastnet_command(*args)),
+                                    (1, [sys.executable, "faulty.py", how, "train", *args]), cwd=tiny)
+    assert code != 0 and seconds < 60, output
+    if how == "raise":
+        assert output.count("RuntimeError: rank 1 broke on purpose") == 1, output
+    assert not (tiny / f"fault-{how}" / "model.safetensors").exists()   # it failed in the first epoch
+
+
+def test_mismatched_settings_are_refused_on_every_rank(tiny):
+    args = ["--dataset", "tiny.npz", *TRAIN, "--out", "mismatch"]
+    other = [*args, "--seed", "1"]
+    code, output, seconds = mpiexec((1, fastnet_command(*args)), (1, fastnet_command(*other)), cwd=tiny)
+    assert code == 2, output
+    assert output.count("rank(s) [1] of 2 were started with another network, other settings") == 1, output
