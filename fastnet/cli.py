@@ -161,6 +161,8 @@ def main(argv=None):
                    help="train on K processes of this machine (data parallel over MPI: starts mpiexec -n K; "
                         "pip install 'fastnet[mpich]'); --batch-size stays the global batch. Under mpiexec "
                         "the ranks are those mpiexec started")
+    t.add_argument("--sync-bn", action="store_true",
+                   help="under MPI: BatchNorm's statistics over the global batch (as one process), not each rank's")
     t.add_argument("--out", help="run folder (default runs/<timestamp>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings; "
                    "only --epochs, --lr (the schedule is made again for them), --device and --download may change")
@@ -183,10 +185,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "train" and args.workers > 1 and not distributed.launched():
         return _launch(args.workers, argv)
+    given = _given(commands.choices["train"], parser, argv) if args.command == "train" and args.resume else None
     if distributed.launched():
-        return _as_rank(args, argv, given=_given(commands.choices["train"], parser, argv)
-                        if args.command == "train" and args.resume else None)
-    return _command(args, argv)
+        return _as_rank(args, argv, given)
+    return _command(args, argv, given)
 
 
 def _command(args, argv, given=None):

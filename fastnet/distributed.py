@@ -209,6 +209,20 @@ def launch_command(size, argv, mpiexec=None):
     return [mpiexec, "-n", str(size), *extra, sys.executable, "-m", "fastnet", *argv]
 
 
+def use_local_gpu(local_rank=None):
+    """A rank's GPU: the one of its local rank (modulo the GPUs this machine has), chosen before
+    the first CUDA context is made; returns its index. Model.__init__ calls it under a launcher
+    for device="cuda". The gradients' allreduce goes through host memory."""
+    from numba import cuda
+    local_rank = world().local_rank if local_rank is None else local_rank
+    count = len(cuda.gpus)
+    if count == 0:
+        raise DistributedError("device='cuda' under MPI, but this machine has no GPU")
+    index = local_rank % count
+    cuda.select_device(index)
+    return index
+
+
 def _local_rank(rank):
     for name in LOCAL_RANK_VARIABLES:
         if name in os.environ:

@@ -70,6 +70,8 @@ class Model:
             raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
         self.network = network
         self.device = device
+        if device == "cuda" and distributed.launched() and distributed.world().size > 1:
+            distributed.use_local_gpu()     # each rank its own GPU, before a CUDA context exists
         self.k = kernels.namespace(device)
         self.dtype = np.dtype(dtype)
         self.batch_size = int(batch_size)
@@ -268,7 +270,7 @@ class Model:
     @_fixed_batch
     @restores_numpy_blas_threads
     def fit(self, x, y, epochs=1, validation_data=None, shuffle=True, verbose=1, schedule=None,
-            initial_epoch=0, callbacks=(), augment=None, comm=None):
+            initial_epoch=0, callbacks=(), augment=None, comm=None, sync_bn=False):
         """Minibatch training; returns a History (also model.history). All inputs are checked
         before any step runs.
 
@@ -282,7 +284,9 @@ class Model:
         augment: a fastnet.data.Augment applied as each batch is assembled. Both are kept by the
         model, and in its checkpoints, for later fits.
         comm: data parallelism (fastnet/distributed.py); by default this process's world, MPI under
-        mpiexec. Every rank calls fit with the same arguments; batch_size is the global batch."""
+        mpiexec. Every rank calls fit with the same arguments; batch_size is the global batch.
+        sync_bn: BatchNorm's batch statistics over the global batch (one process's result; three
+        small allreduces per BatchNorm layer and step), not each rank's own rows (the default, DDP's)."""
         self._warn_softmax_twice(stacklevel=5)    # the caller's line, past both decorators
         x = self._check_x(x, finite=True)
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
@@ -308,9 +312,10 @@ class Model:
             self.augment = augment
         comm = distributed.world() if comm is None else comm
         if comm.size > 1:
-            self._join(comm, x, y, validation_data, epochs, initial_epoch, shuffle)
+            self._join(comm, x, y, validation_data, epochs, initial_epoch, shuffle, bool(sync_bn))
             verbose = verbose if comm.is_main else 0
         self._comm = comm
+        self._sync_bn = bool(sync_bn) and comm.size > 1
         history = History()
         self.history, self.stop_training = history, False
         hooked = [callback for callback in callbacks if isinstance(callback, Callback)]
@@ -352,6 +357,7 @@ class Model:
         if comm.size > 1:
             self._check_same_parameters(comm)
         self._comm, self._batch_rows, self._row_offset = None, None, 0   # train_step: one process again
+        self._set_sync(None)
         return history
 
     def _fit_epoch(self, x, y, epoch, epochs, shuffle, verbose, per_batch=()):
@@ -425,7 +431,17 @@ class Model:
             return rows
         lo, hi = distributed.shard(len(rows), comm.rank, comm.size)
         self._batch_rows, self._row_offset = len(rows), lo
+        if self._sync_bn:
+            self._set_sync((comm, len(rows)))
         return rows[lo:hi]
+
+    _sync_bn = False
+
+    def _set_sync(self, sync):
+        """BatchNorm's synchronised statistics (fastnet/layers/norm.py) on (comm, global rows) or off."""
+        for slot in self.plan.slots:
+            if getattr(slot.layer, "is_batchnorm", False):
+                slot.sync = sync
 
     def _reduce_gradients(self):
         """The gradients summed over the ranks (each already divided by the global row count):
@@ -466,7 +482,7 @@ class Model:
         """BatchNorm's running statistics (each rank's own, from its own rows) averaged over the
         ranks, before an evaluation or a checkpoint sees them."""
         comm = self._comm
-        if comm is None or comm.size == 1:
+        if comm is None or comm.size == 1 or self._sync_bn:   # synchronised: the same statistics everywhere
             return
         for array in self.buffers().values():
             host = self.k.to_host(array) if self.device != "cpu" else array
@@ -475,7 +491,7 @@ class Model:
             if host is not array:
                 self.k.copy_in(array, host)
 
-    def _join(self, comm, x, y, validation_data, epochs, initial_epoch, shuffle):
+    def _join(self, comm, x, y, validation_data, epochs, initial_epoch, shuffle, sync_bn):
         """Start of a data-parallel fit: the ranks must run the same network, settings and data
         shapes (a hash compared by every rank: a DistributedError on all of them), then take rank
         0's parameters, buffers, optimizer state and progress."""
@@ -488,7 +504,7 @@ class Model:
             "augment": None if self.augment is None else self.augment.config(),
             "x": list(x.shape), "y": [list(y.shape), distributed.array_fingerprint(y)],
             "validation": None if validation_data is None else [list(np.shape(v)) for v in validation_data],
-            "epochs": [epochs, initial_epoch, bool(shuffle)], "step": [self.step, self.epoch],
+            "epochs": [epochs, initial_epoch, bool(shuffle)], "step": [self.step, self.epoch], "sync_bn": sync_bn,
         }
         hashes = comm.allgather(distributed.fingerprint(described))
         if len(set(hashes)) > 1:
@@ -496,6 +512,13 @@ class Model:
             err = DistributedError(f"rank(s) {differ} of {comm.size} were started with another network, other "
                                    f"settings or other data (shapes, labels) than rank 0; every rank must "
                                    f"run the same command on the same data")
+            err.everywhere = True
+            raise err
+        last = len(x) % self.batch_size
+        if sync_bn and 0 < last < comm.size:
+            err = DistributedError(f"sync_bn: the last batch of each epoch ({len(x)} rows, batch {self.batch_size}) "
+                                   f"has {last} row(s) for {comm.size} ranks, leaving a rank without rows; "
+                                   f"drop {last} rows or choose another batch size")
             err.everywhere = True
             raise err
         for array in [self.plan.flat_params, *self.buffers().values(), *self.opt_state.values()]:

@@ -44,7 +44,7 @@ DEFAULTS = {"model": "cnn", "dataset": "fashion-mnist", "epochs": 3, "batch_size
             "optimizer": "adam", "lr": 2e-3, "momentum": 0.9, "weight_decay": 0.0,
             "schedule": "cosine", "warmup_steps": 0, "val_split": 0.0, "device": "cpu", "seed": 0,
             "download": False, "augment": False, "flip": False, "conv_algorithm": "auto", "resize": None,
-            "early_stopping": None, "tensorboard": None, "workers": 1}
+            "early_stopping": None, "tensorboard": None, "workers": 1, "sync_bn": False}
 # What `--resume` may change (the rest would make it another run: refused, naming the option).
 RESUMABLE = ("epochs", "lr", "device", "download", "workers")
 
@@ -211,7 +211,8 @@ def train(settings, out=None, resume=None):
         comm.barrier()    # the checkpoint is whole before any rank goes on
 
     model.fit(*train_set, epochs=settings["epochs"], initial_epoch=model.epoch, validation_data=val,
-              verbose=1 if sys.stderr.isatty() else 0, callbacks=[after_epoch, *watchers])
+              verbose=1 if sys.stderr.isatty() else 0, callbacks=[after_epoch, *watchers],
+              sync_bn=settings.get("sync_bn", False))
     if early is not None and early.stopped_epoch:
         metrics["stopped_epoch"] = early.stopped_epoch
         log(f"early stopping after epoch {early.stopped_epoch}: val_loss has not improved on "

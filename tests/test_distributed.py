@@ -204,3 +204,57 @@ def test_a_single_process_never_imports_mpi():
     env = {k: v for k, v in __import__("os").environ.items() if k not in
            distributed.RANK_VARIABLES + distributed.SIZE_VARIABLES + ("FASTNET_MPI",)}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=120)
+
+
+def conv_bn(batch=8, seed=3, dtype="float64", device="cpu"):
+    net = fn.Sequential([fn.Conv2D(3, 3, padding=1), fn.BatchNorm2D(), fn.ReLU(), fn.Flatten(), fn.Dense(4)])
+    return net.compile((2, 3, 3), batch, optimizer=fn.SGD(lr=0.1, momentum=0.9), seed=seed, dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("make, size, n", [(lambda: compiled(batchnorm=True), 2, 29),
+                                           (lambda: compiled(batchnorm=True), 3, 29), (conv_bn, 2, 21)])
+def test_sync_bn_equals_one_process_with_the_global_batch(make, size, n):
+    x, y = data(n)
+    single = make()
+    single.fit(x, y, epochs=2, verbose=0)
+
+    def replica(comm):
+        model = make()
+        model.fit(x, y, epochs=2, verbose=0, comm=comm, sync_bn=True)
+        return model
+
+    for model in distributed.FakeWorld(size).run(replica):
+        assert max_relative_difference(model, single) < 1e-10     # parameters and running statistics
+
+
+def test_sync_bn_on_the_gpu_kernels_equals_the_cpu():
+    pytest.importorskip("numba.cuda")
+    x, y = data(12)
+
+    def run(device):
+        def replica(comm):
+            model = conv_bn(batch=6, device=device)
+            model.fit(x, y, epochs=1, verbose=0, comm=comm, sync_bn=True)
+            return model
+        return distributed.FakeWorld(2).run(replica)[0]
+
+    assert max_relative_difference(run("cuda"), run("cpu")) < 1e-10
+
+
+def test_sync_bn_refuses_a_last_batch_that_leaves_a_rank_without_rows():
+    x, y = data(25)     # 3 x 8 + 1: one row for 2 ranks
+
+    def replica(comm):
+        model = compiled(batchnorm=True)
+        with pytest.raises(fn.DistributedError, match="sync_bn: the last batch .* has 1 row"):
+            model.fit(x, y, epochs=1, verbose=0, comm=comm, sync_bn=True)
+        return model.step
+
+    assert distributed.FakeWorld(2).run(replica) == [0, 0]
+
+
+def test_each_rank_takes_the_gpu_of_its_local_rank():
+    cuda = pytest.importorskip("numba.cuda")
+    count = len(cuda.gpus)
+    assert [distributed.use_local_gpu(rank) for rank in range(3)] == [rank % count for rank in range(3)]
+    distributed.use_local_gpu(0)
