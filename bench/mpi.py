@@ -87,6 +87,28 @@ def sweep(models, batch, steps, rounds, repeats):
     return "\n".join(lines), grads
 
 
+KS = (2, 4, 8, 16, 32, 64)
+LATENCY = 25e-6     # seconds per message of the ring (TCP over Ethernet: 10-50 us)
+
+
+def paper(steps):
+    """The scaling model on paper: {model: (step seconds on one machine, gradient bytes)} -> a table
+    of K machines each running that step on its own batch (the global batch K times larger), a ring
+    allreduce of 2 (K - 1) / K x the gradient bytes over the link plus 2 (K - 1) message latencies,
+    not overlapped with the compute: allreduce time, efficiency, speedup over one machine."""
+    lines = ["| model | step compute | link | " + " | ".join(f"K={k}" for k in KS) + " |",
+             "|---|---|---|" + "---|" * len(KS)]
+    for name, (compute, size) in steps.items():
+        for gbps in (10, 100):
+            cells = []
+            for k in KS:
+                comm = 2 * (k - 1) / k * size / (gbps * 1e9 / 8) + 2 * (k - 1) * LATENCY
+                efficiency = compute / (compute + comm)
+                cells.append(f"{1e3 * comm:.2f} ms, {100 * efficiency:.0f}% ({k * efficiency:.1f}x)")
+            lines.append(f"| {name} | {1e3 * compute:.1f} ms | {gbps} Gb/s | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.mpi", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="cnn")
@@ -96,7 +118,17 @@ def main(argv=None):
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--models", default="cnn,resnet8")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--paper", metavar="MODEL=MS:BYTES", nargs="*",
+                        help="print the scaling model for these step times and gradient sizes")
     args = parser.parse_args(argv)
+    if args.paper is not None:
+        steps = {}
+        for item in args.paper:
+            name, figures = item.split("=")
+            ms, size = figures.split(":")
+            steps[name] = (float(ms) / 1e3, int(size))
+        print(paper(steps))
+        return
     if args.sweep:
         table, grads = sweep(args.models.split(","), args.batch, args.steps, args.rounds, args.repeats)
         print(table)

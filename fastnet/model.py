@@ -246,13 +246,14 @@ class Model:
     @restores_numpy_blas_threads
     def evaluate(self, x, y, comm=None):
         """{"loss": mean loss, "accuracy": fraction correct (None for mse)} in evaluation mode.
-        Under MPI (comm: fastnet.distributed's, by default this process's world) a collective: each
-        rank evaluates its contiguous share of the rows and the sums are added up."""
+        Under MPI (comm: fastnet.distributed's, by default fit's while it runs, else this process's
+        world) a collective: each rank evaluates its contiguous share of the rows and the sums are
+        added up."""
         x = self._check_x(x, finite=True)
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         if len(x) == 0:
             raise ShapeError("evaluate() needs at least one row")
-        comm = distributed.world() if comm is None else comm
+        comm = comm or self._comm or distributed.world()
         lo, hi = distributed.shard(len(x), comm.rank, comm.size)
         total, correct = 0.0, 0
         for start in range(lo, hi, self.batch_size):
@@ -340,7 +341,7 @@ class Model:
             figures = self._fit_epoch(x, y, epoch, epochs, shuffle, verbose, per_batch)
             self._average_buffers()
             if validation_data is not None:
-                val = self.evaluate(vx, vy, comm=comm)
+                val = self.evaluate(vx, vy)
                 figures.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
             figures["lr"] = float(self.optimizer.lr)
             self.epoch += 1

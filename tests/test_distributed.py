@@ -233,7 +233,8 @@ def test_sync_bn_on_the_gpu_kernels_equals_the_cpu():
 
     def run(device):
         def replica(comm):
-            model = conv_bn(batch=6, device=device)
+            model = network(batchnorm=True).compile((2, 3, 3), 6, optimizer=fn.SGD(lr=0.1), seed=3,
+                                                    dtype="float64", device=device)
             model.fit(x, y, epochs=1, verbose=0, comm=comm, sync_bn=True)
             return model
         return distributed.FakeWorld(2).run(replica)[0]

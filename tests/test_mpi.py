@@ -31,20 +31,20 @@ pytestmark = pytest.mark.skipif(not HAVE_MPI, reason="needs mpi4py and mpiexec: 
 TIMEOUT = 120
 TRAIN = ["--model", "mlp", "--epochs", "2", "--batch-size", "16", "--schedule", "none", "--lr", "0.003"]
 
-# rank 1 of a job whose other ranks run `python -m fastnet`: fails at its 3rd optimizer step
+# rank 1 of a job whose other ranks run `python -m fastnet`: fails at the optimizer step given
 FAULTY = """
 import os, signal, sys
 from fastnet import cli, distributed, model
-how = sys.argv[1]
+how, step = sys.argv[1], int(sys.argv[2])
 original = model.Model._reduce_gradients
 def faulty(self):
-    if self.step == 2 and distributed.world().rank == 1:
+    if self.step == step and distributed.world().rank == 1:
         if how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError("rank 1 broke on purpose")
     original(self)
 model.Model._reduce_gradients = faulty
-sys.exit(cli.main(sys.argv[2:]))
+sys.exit(cli.main(sys.argv[3:]))
 """
 
 
@@ -108,31 +108,31 @@ def test_ranks_train_as_one_process_with_the_global_batch(tiny, one_process, ran
     assert difference < 1e-4
 
 
-def test_resume_under_mpi_continues_as_an_unbroken_run(tiny):
-    first = ["--dataset", "tiny.npz", *TRAIN, "--out", "broken"]
-    first[first.index("--epochs") + 1] = "1"
-    code, output, _ = mpiexec((2, fastnet_command(*first)), cwd=tiny)
-    assert code == 0, output
-    code, output, _ = mpiexec((2, fastnet_command("--resume", "broken", "--epochs", "2")), cwd=tiny)
-    assert code == 0, output
+def unbroken(tiny):
     if not (tiny / "k2").exists():
         code, output, _ = mpiexec((2, fastnet_command("--dataset", "tiny.npz", *TRAIN, "--out", "k2")), cwd=tiny)
         assert code == 0, output
-    resumed, unbroken = parameters(tiny / "broken" / "model.safetensors"), parameters(tiny / "k2" / "model.safetensors")
-    for name, value in unbroken.items():
-        assert np.array_equal(resumed[name], value), name
+    return parameters(tiny / "k2" / "model.safetensors")
 
 
-@pytest.mark.parametrize("how", ["raise", "kill"])
-def test_a_failing_rank_ends_the_job(tiny, how):
+@pytest.mark.parametrize("how, step", [("raise", 2), ("kill", 17)])   # 13 steps an epoch: 17 is in the second
+def test_a_failing_rank_ends_the_job_and_the_last_checkpoint_resumes(tiny, how, step):
     (tiny / "faulty.py").write_text(FAULTY)
     args = ["--dataset", "tiny.npz", *TRAIN, "--out", f"fault-{how}"]
     code, output, seconds = mpiexec((1, fastnet_command(*args)),
-                                    (1, [sys.executable, "faulty.py", how, "train", *args]), cwd=tiny)
+                                    (1, [sys.executable, "faulty.py", how, str(step), "train", *args]), cwd=tiny)
     assert code != 0 and seconds < 60, output
+    checkpoint = tiny / f"fault-{how}" / "model.safetensors"
     if how == "raise":
         assert output.count("RuntimeError: rank 1 broke on purpose") == 1, output
-    assert not (tiny / f"fault-{how}" / "model.safetensors").exists()   # it failed in the first epoch
+        assert not checkpoint.exists()       # it failed in the first epoch
+        return
+    assert fn.load(checkpoint).epoch == 1    # the first epoch's checkpoint is whole: resume from it
+    code, output, _ = mpiexec((2, fastnet_command("--resume", f"fault-{how}", "--epochs", "2")), cwd=tiny)
+    assert code == 0, output
+    resumed = parameters(checkpoint)
+    for name, value in unbroken(tiny).items():
+        assert np.array_equal(resumed[name], value), name
 
 
 def test_mismatched_settings_are_refused_on_every_rank(tiny):
