@@ -238,9 +238,9 @@ def _as_rank(args, argv, given):
     except BaseException:         # noqa: B036 -- a bug on one rank: the traceback, then the job ends
         traceback.print_exc()
         code = -1
-    if code < 0:                  # this rank alone failed: every rank ends now
+    if code < 0 and distributed._world:      # this rank alone failed: every rank ends now
         distributed.world().abort(-code)
-    return code
+    return abs(code)
 
 
 def _rank_prefix():

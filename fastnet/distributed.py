@@ -236,7 +236,16 @@ _world = []
 def world():
     """This process's communicator: MPIComm under a launcher, else Single. Made once."""
     if not _world:
-        _world.append(MPIComm() if launched() else Single())
+        if launched():
+            try:
+                import mpi4py  # noqa: F401
+            except ImportError:
+                found = [name for name in RANK_VARIABLES if name in os.environ] or ["FASTNET_MPI"]
+                raise DistributedError(f"started by an MPI launcher ({found[0]} is set) but mpi4py is not "
+                                       f"installed: pip install 'fastnet[mpi]' (or 'fastnet[mpich]')") from None
+            _world.append(MPIComm())
+        else:
+            _world.append(Single())
     return _world[0]
 
 
