@@ -223,6 +223,9 @@ def _launch(workers, argv):
         return subprocess.run(command).returncode
     except KeyboardInterrupt:
         return 130
+    except OSError as err:
+        print(f"fastnet: error: cannot start {command[0]}: {err.strerror or err}", file=sys.stderr)
+        return 2
 
 
 def _as_rank(args, argv, given):

@@ -259,3 +259,14 @@ def test_each_rank_takes_the_gpu_of_its_local_rank():
     count = len(cuda.gpus)
     assert [distributed.use_local_gpu(rank) for rank in range(3)] == [rank % count for rank in range(3)]
     distributed.use_local_gpu(0)
+
+
+def test_workers_without_an_mpiexec_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path):
+    from fastnet import cli
+    monkeypatch.setenv("FASTNET_MPIEXEC", str(tmp_path / "no-such-mpiexec"))
+    for name in distributed.RANK_VARIABLES + ("FASTNET_MPI",):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["train", "--workers", "2", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot start" in err and "no-such-mpiexec" in err, err
+    assert not (tmp_path / "run").exists()

@@ -97,8 +97,13 @@ def one_process(tiny):
 
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_ranks_train_as_one_process_with_the_global_batch(tiny, one_process, ranks):
-    code, output, _ = mpiexec((ranks, fastnet_command("--dataset", "tiny.npz", *TRAIN, "--out", f"k{ranks}")),
-                              cwd=tiny)
+    args = ["--dataset", "tiny.npz", *TRAIN, "--out", f"k{ranks}"]
+    if ranks == 2:    # fastnet starts mpiexec itself
+        done = subprocess.run(fastnet_command(*args, "--workers", "2"), cwd=tiny, env=environment(),
+                              capture_output=True, text=True, timeout=TIMEOUT)
+        code, output = done.returncode, done.stdout + done.stderr
+    else:
+        code, output, _ = mpiexec((ranks, fastnet_command(*args)), cwd=tiny)
     assert code == 0, output
     assert output.count("test accuracy") == 3, output        # rank 0 alone prints: two epochs, the end
     saved = json.loads((tiny / f"k{ranks}" / "run.json").read_text())
@@ -141,3 +146,13 @@ def test_mismatched_settings_are_refused_on_every_rank(tiny):
     code, output, seconds = mpiexec((1, fastnet_command(*args)), (1, fastnet_command(*other)), cwd=tiny)
     assert code == 2, output
     assert output.count("rank(s) [1] of 2 were started with another network, other settings") == 1, output
+
+
+def test_a_one_process_checkpoint_resumes_on_two_ranks(tiny, one_process):
+    import shutil
+    shutil.copytree(tiny / "one", tiny / "one-more")
+    code, output, _ = mpiexec((2, fastnet_command("--resume", "one-more", "--epochs", "3")), cwd=tiny)
+    assert code == 0, output
+    resumed = fn.load(tiny / "one-more" / "model.safetensors")
+    assert resumed.epoch == 3 and json.loads((tiny / "one-more" / "run.json").read_text())["workers"] == 2
+    assert max_relative_difference(resumed.state_dict(), one_process) > 0     # it trained on
