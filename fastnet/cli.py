@@ -205,8 +205,11 @@ def _command(args, argv, given=None):
         if args.debug:
             raise
         code, message = _failure(err)
-        if distributed.world().is_main or not getattr(err, "everywhere", False):
-            print(f"fastnet: {_rank_prefix()}{message}", file=sys.stderr)
+        everywhere = getattr(err, "everywhere", False)
+        if distributed.launched() and not everywhere:
+            _let_rank_zero_report_first()
+        if distributed.world().is_main or not everywhere:
+            print(f"fastnet: {_rank_prefix()}{message}", file=sys.stderr, flush=True)
         return -code if distributed.launched() and not getattr(err, "everywhere", False) else code
     return 0
 
@@ -239,11 +242,24 @@ def _as_rank(args, argv, given):
     except SystemExit as err:
         code = err.code if isinstance(err.code, int) else 1
     except BaseException:         # noqa: B036 -- a bug on one rank: the traceback, then the job ends
+        _let_rank_zero_report_first()
         traceback.print_exc()
+        sys.stderr.flush()
         code = -1
     if code < 0 and distributed._world:      # this rank alone failed: every rank ends now
         distributed.world().abort(-code)
     return abs(code)
+
+
+REPORT_DELAY = 1.0   # seconds a failing rank other than 0 waits before it reports and aborts
+
+
+def _let_rank_zero_report_first():
+    """An error every rank meets alike (a data set missing everywhere) is shown once: rank 0 reports
+    and aborts at once, ending the others in this pause; a rank failing alone reports after it."""
+    import time
+    if distributed._world and not distributed.world().is_main:
+        time.sleep(REPORT_DELAY)
 
 
 def _rank_prefix():

@@ -156,3 +156,11 @@ def test_a_one_process_checkpoint_resumes_on_two_ranks(tiny, one_process):
     resumed = fn.load(tiny / "one-more" / "model.safetensors")
     assert resumed.epoch == 3 and json.loads((tiny / "one-more" / "run.json").read_text())["workers"] == 2
     assert max_relative_difference(resumed.state_dict(), one_process) > 0     # it trained on
+
+
+def test_an_error_every_rank_meets_is_shown_once(tiny):
+    code, output, seconds = mpiexec((2, fastnet_command("--dataset", "missing.npz", *TRAIN, "--out", "missing")),
+                                    cwd=tiny)
+    assert code == 2 and seconds < 60, output
+    assert output.count("unknown data set 'missing.npz'") == 1, output
+    assert not (tiny / "missing").exists()
