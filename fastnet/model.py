@@ -376,7 +376,7 @@ class Model:
             if self.augment is None:
                 np.take(x, rows, axis=0, out=self.x_staging[:n])
             else:   # on the host whatever the device: the data set stays in host memory
-                self.augment.gather(x, rows, self.x_staging[:n], self.step)
+                self._gather_augmented(x, rows, n)
             np.take(y, rows, axis=0, out=self.y_staging[:n])
             self._upload(n)
             if self.schedule is not None:
@@ -431,12 +431,26 @@ class Model:
         if comm is None or comm.size == 1:
             return rows
         lo, hi = distributed.shard(len(rows), comm.rank, comm.size)
-        self._batch_rows, self._row_offset = len(rows), lo
+        self._batch_rows, self._row_offset, self._batch_order = len(rows), lo, rows
         if self._sync_bn:
             self._set_sync((comm, len(rows)))
         return rows[lo:hi]
 
     _sync_bn = False
+
+    def _gather_augmented(self, x, rows, n):
+        """The augmented rows into the input staging buffer. Data parallel: the whole global batch
+        is augmented (the compiled buffers hold it) and this rank's rows moved to the front, so
+        each image gets the shifts and flips one process would give it (Augment draws them by
+        step and position in the batch)."""
+        if self._batch_rows is None:
+            self.augment.gather(x, rows, self.x_staging[:n], self.step)
+            return
+        whole = self._batch_order
+        self.augment.gather(x, whole, self.x_staging[:len(whole)], self.step)
+        lo = self._row_offset
+        if lo:
+            self.x_staging[:n] = self.x_staging[lo:lo + n]     # overlapping: NumPy copies through a buffer
 
     def _set_sync(self, sync):
         """BatchNorm's synchronised statistics (fastnet/layers/norm.py) on (comm, global rows) or off."""

@@ -270,3 +270,19 @@ def test_workers_without_an_mpiexec_is_one_line_and_exit_2(monkeypatch, capsys, 
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot start" in err and "no-such-mpiexec" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_augmented_replicas_see_the_images_one_process_sees():
+    from fastnet.data import Augment
+    x, y = data(29)
+    make = lambda: compiled("sgd")
+    single = make()
+    single.fit(x, y, epochs=2, verbose=0, augment=Augment(pad=1, flip=True, seed=5))
+
+    def replica(comm):
+        model = make()
+        model.fit(x, y, epochs=2, verbose=0, comm=comm, augment=Augment(pad=1, flip=True, seed=5))
+        return model
+
+    for model in distributed.FakeWorld(3).run(replica):
+        assert max_relative_difference(model, single) < 1e-12
