@@ -164,3 +164,17 @@ def test_an_error_every_rank_meets_is_shown_once(tiny):
     assert code == 2 and seconds < 60, output
     assert output.count("unknown data set 'missing.npz'") == 1, output
     assert not (tiny / "missing").exists()
+
+
+def test_the_mpi_example_trains_on_two_ranks(tmp_path):
+    try:
+        fn.datasets.load("fashion-mnist")
+    except fn.DataError:
+        if os.environ.get("FASTNET_REQUIRE_DATA") == "1":
+            raise
+        pytest.skip("Fashion-MNIST is not installed")
+    example = os.path.join(ROOT, "examples", "train_mpi.py")
+    code, output, _ = mpiexec((2, [sys.executable, "-m", "mpi4py", example, "--epochs", "1", "--limit", "2000"]),
+                              cwd=tmp_path)
+    assert code == 0, output
+    assert output.count("2 process(es): test {'loss'") == 1 and (tmp_path / "mlp-mpi.safetensors").exists(), output
