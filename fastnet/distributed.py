@@ -63,7 +63,8 @@ def fingerprint(obj):
 
 
 def array_fingerprint(*arrays):
-    """A hash of the bytes of host arrays: equal on two ranks only if they are bit for bit equal."""
+    """A CRC-32 of the bytes of host arrays: arrays that differ in any bit differ in it (but for a
+    collision, one in 2**32)."""
     crc = 0
     for a in arrays:
         crc = zlib.crc32(np.ascontiguousarray(a).view(np.uint8), crc)
@@ -160,9 +161,12 @@ class MPIComm(Comm):
         if not self.poll:
             self.comm.Barrier()
 
+    ABORT_DRAIN = 0.3    # seconds for the launcher to forward what this rank printed before MPI_Abort
+
     def abort(self, code=1):
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(self.ABORT_DRAIN)     # else hydra may end the job with the message half forwarded
         self.comm.Abort(code)
 
 
