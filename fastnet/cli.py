@@ -208,9 +208,9 @@ def _command(args, argv, given=None):
         everywhere = getattr(err, "everywhere", False)
         if distributed.launched() and not everywhere:
             _let_rank_zero_report_first()
-        if distributed.world().is_main or not everywhere:
+        if not everywhere or distributed.world().is_main:
             print(f"fastnet: {_rank_prefix()}{message}", file=sys.stderr, flush=True)
-        return -code if distributed.launched() and not getattr(err, "everywhere", False) else code
+        return -code if distributed.launched() and not everywhere else code
     return 0
 
 
@@ -263,7 +263,7 @@ def _let_rank_zero_report_first():
 
 
 def _rank_prefix():
-    world = distributed.world() if distributed.launched() else None
+    world = distributed.world() if distributed._world else None    # not made yet: no MPI, or none usable
     return f"rank {world.rank}/{world.size}: " if world is not None and world.size > 1 else ""
 
 

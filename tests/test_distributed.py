@@ -286,3 +286,18 @@ def test_augmented_replicas_see_the_images_one_process_sees():
 
     for model in distributed.FakeWorld(3).run(replica):
         assert max_relative_difference(model, single) < 1e-12
+
+
+def test_a_launcher_without_mpi4py_is_one_line_and_exit_2(tmp_path):
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["mpi4py"] = None      # as if it were not installed
+        from fastnet import cli
+        sys.exit(cli.main(["train", "--model", "mlp", "--out", "run"]))
+    """)
+    env = dict(__import__("os").environ, PMI_RANK="0", PMI_SIZE="2")
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "mpi4py is not installed" in done.stderr, done.stderr
+    assert not (tmp_path / "run").exists()
