@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 
+from . import distributed
 from .errors import DivergenceError, FastnetError
 
 EXIT_CODES = """exit codes:
@@ -17,7 +18,8 @@ EXIT_CODES = """exit codes:
        cannot be used, a network too large for the memory available
   130  interrupted (Ctrl-C)
 Errors are printed as one line; --debug (before or after the command) shows the traceback.
-A run that cannot start leaves no run folder."""
+A run that cannot start leaves no run folder. Under MPI (mpiexec -n K fastnet train ...), an error
+on one rank ends every rank (MPI_Abort, the exit code above) and is printed by that rank."""
 
 
 def info():
@@ -164,6 +166,12 @@ def main(argv=None):
                         "exactly); by default it is saved after every epoch")
     t.add_argument("--max-memory", metavar="SIZE", default=DEFAULTS["max_memory"],
                    help="the most memory compile may plan for, e.g. 4GiB (default: what is available)")
+    t.add_argument("--workers", type=_positive, default=DEFAULTS["workers"], metavar="K",
+                   help="train on K processes of this machine (data parallel over MPI: starts mpiexec -n K; "
+                        "pip install 'fastnet[mpich]'); --batch-size stays the global batch. Under mpiexec "
+                        "the ranks are those mpiexec started")
+    t.add_argument("--sync-bn", action="store_true",
+                   help="under MPI: BatchNorm's statistics over the global batch (as one process), not each rank's")
     t.add_argument("--out", help="run folder (default runs/<timestamp>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings, "
                    "from its last checkpoint (mid-epoch with --checkpoint-every); only --epochs, --lr (the "
@@ -186,11 +194,20 @@ def main(argv=None):
     if argv[:1] == ["bench"]:
         return bench(argv[1:])
     args = parser.parse_args(argv)
+    if args.command == "train" and args.workers > 1 and not distributed.launched():
+        return _launch(args.workers, argv)
+    given = _given(commands.choices["train"], parser, argv) if args.command == "train" and args.resume else None
+    if distributed.launched():
+        return _as_rank(args, argv, given)
+    return _command(args, argv, given)
+
+
+def _command(args, argv, given=None):
     try:
         if args.command == "info":
             info()
         elif args.command == "train":
-            train(args, _given(commands.choices["train"], parser, argv) if args.resume else None)
+            train(args, given)
         elif args.command == "eval":
             evaluate(args)
         elif args.command == "export":
@@ -199,9 +216,73 @@ def main(argv=None):
         if args.debug:
             raise
         code, message = _failure(err)
-        print(f"fastnet: {message}", file=sys.stderr)
-        return code
+        everywhere = getattr(err, "everywhere", False)
+        if distributed.launched() and not everywhere:
+            _let_rank_zero_report_first()
+        if not everywhere or distributed.world().is_main:
+            print(f"fastnet: {_rank_prefix()}{message}", file=sys.stderr, flush=True)
+        return -code if distributed.launched() and not everywhere else code
     return 0
+
+
+def _launch(workers, argv):
+    """`fastnet train --workers K`: the same command on K ranks started by mpiexec; its exit code."""
+    import subprocess
+    try:
+        command = distributed.launch_command(workers, argv)
+    except FastnetError as err:
+        print(f"fastnet: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        return subprocess.run(command).returncode
+    except KeyboardInterrupt:
+        return 130
+    except OSError as err:
+        print(f"fastnet: error: cannot start {command[0]}: {err.strerror or err}", file=sys.stderr)
+        return 2
+
+
+def _as_rank(args, argv, given):
+    """One rank of an MPI job: an error raised on this rank alone (any exception) ends every rank
+    with MPI_Abort, so no peer waits forever in a collective; one raised alike on every rank (a
+    DistributedError for mismatched settings, say: err.everywhere) is printed by rank 0 and each
+    rank exits with the code."""
+    import traceback
+    try:
+        code = _command(args, argv, given)
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else 1
+    except BaseException:         # noqa: B036 -- a bug on one rank: the traceback, then the job ends
+        _let_rank_zero_report_first()
+        traceback.print_exc()
+        sys.stderr.flush()
+        code = -1
+    if code < 0 and distributed._world:      # this rank alone failed: every rank ends now
+        distributed.world().abort(-code)
+    return abs(code)
+
+
+REPORT_DELAY = 1.0   # seconds a failing rank other than 0 waits before it reports and aborts
+
+
+def _let_rank_zero_report_first():
+    """An error every rank meets alike (a data set missing everywhere) is shown once: rank 0 reports
+    and aborts at once, ending the others in this pause; a rank failing alone reports after it."""
+    import time
+    if distributed._world and not distributed.world().is_main:
+        time.sleep(REPORT_DELAY)
+
+
+def _rank_prefix():
+    world = distributed.world() if distributed._world else None    # not made yet: no MPI, or none usable
+    return f"rank {world.rank}/{world.size}: " if world is not None and world.size > 1 else ""
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _failure(err):

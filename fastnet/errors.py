@@ -65,3 +65,11 @@ class MemoryBudgetError(FastnetError, MemoryError):
     """The memory a network needs (parameters, gradients, optimizer state, activations, workspaces:
     estimated from the shapes at compile, before anything is allocated) exceeds the memory available
     (or compile's max_memory)."""
+
+
+class DistributedError(FastnetError, ValueError):
+    """The ranks of a data-parallel run (fastnet/distributed.py) disagree: different settings, spec or
+    data on some rank, parameters that drifted apart, or a peer that failed. `everywhere` is true
+    when every rank raised it alike (found by a collective), so no rank needs to abort the others."""
+
+    everywhere = False

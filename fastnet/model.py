@@ -14,10 +14,19 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import algorithms, checkpoint, kernels, losses
+from . import algorithms, checkpoint, distributed, kernels, losses
 from . import onnx as onnx_export
 from .callbacks import Callback
-from .errors import BusyError, CheckpointError, DataError, DivergenceError, FastnetError, ShapeError, SpecError
+from .errors import (
+    BusyError,
+    CheckpointError,
+    DataError,
+    DistributedError,
+    DivergenceError,
+    FastnetError,
+    ShapeError,
+    SpecError,
+)
 from .layers import Softmax
 from .optim import SGD, Optimizer
 from .plan import MEMORY_PARTS, Plan, check_memory, estimate_memory, format_bytes, parse_memory
@@ -98,6 +107,8 @@ class Model:
             raise SpecError(f"dtype must be float32 or float64, got {dtype!r}")
         self.network = network
         self.device = device
+        if device == "cuda" and distributed.launched() and distributed.world().size > 1:
+            distributed.use_local_gpu()     # each rank its own GPU, before a CUDA context exists
         self.k = kernels.namespace(device)
         self.dtype = np.dtype(dtype)
         self.batch_size = int(batch_size)
@@ -158,8 +169,10 @@ class Model:
         out = self.plan.forward(self.k, n, train)
         total = self.loss_fn.forward(self.k, out, self.targets[:n], self._work(n))
         count = self.loss_fn.count(n, self.output_shape)
-        if train:
-            self.loss_fn.backward(self.k, out, self.targets[:n], self._work(n), 1.0 / count,
+        if train:   # data parallel: the mean over the global batch (the gradients are summed over ranks)
+            rows = n if self._batch_rows is None else self._batch_rows
+            scale = 1.0 / self.loss_fn.count(rows, self.output_shape)
+            self.loss_fn.backward(self.k, out, self.targets[:n], self._work(n), scale,
                                   self.plan.grads[-1][:n])
         return total / count
 
@@ -276,18 +289,25 @@ class Model:
     @_fixed_batch
     @_exclusive
     @restores_numpy_blas_threads
-    def evaluate(self, x, y):
-        """{"loss": mean loss, "accuracy": fraction correct (None for mse)} in evaluation mode."""
+    def evaluate(self, x, y, comm=None):
+        """{"loss": mean loss, "accuracy": fraction correct (None for mse)} in evaluation mode.
+        Under MPI (comm: fastnet.distributed's, by default fit's while it runs, else this process's
+        world) a collective: each rank evaluates its contiguous share of the rows and the sums are
+        added up."""
         x = self._check_x(x, finite=True)
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         if len(x) == 0:
             raise ShapeError("evaluate() needs at least one row")
+        comm = comm or self._comm or distributed.world()
+        lo, hi = distributed.shard(len(x), comm.rank, comm.size)
         total, correct = 0.0, 0
-        for start in range(0, len(x), self.batch_size):
-            n = self._load(x[start:start + self.batch_size], y[start:start + self.batch_size])
+        for start in range(lo, hi, self.batch_size):
+            end = min(start + self.batch_size, hi)
+            n = self._load(x[start:end], y[start:end])
             total += self._forward_loss(n, train=False) * n
             hits = self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
             correct += hits or 0
+        total, correct = _global_sums(comm, total, correct)
         accuracy = correct / len(x) if self.loss_fn.has_accuracy else None
         return {"loss": total / len(x), "accuracy": accuracy}
 
@@ -297,7 +317,7 @@ class Model:
     @_exclusive
     @restores_numpy_blas_threads
     def fit(self, x, y, epochs=1, validation_data=None, shuffle=True, verbose=1, schedule=None,
-            initial_epoch=0, callbacks=(), augment=None):
+            initial_epoch=0, callbacks=(), augment=None, comm=None, sync_bn=False):
         """Minibatch training; returns a History (also model.history). All inputs are checked
         before any step runs.
 
@@ -309,7 +329,11 @@ class Model:
         schedule: a fastnet.schedules schedule setting the learning rate before every step (times
         model.info["lr_scale"], which ReduceLROnPlateau lowers; 1 if absent);
         augment: a fastnet.data.Augment applied as each batch is assembled. Both are kept by the
-        model, and in its checkpoints, for later fits."""
+        model, and in its checkpoints, for later fits.
+        comm: data parallelism (fastnet/distributed.py); by default this process's world, MPI under
+        mpiexec. Every rank calls fit with the same arguments; batch_size is the global batch.
+        sync_bn: BatchNorm's batch statistics over the global batch (one process's result; three
+        small allreduces per BatchNorm layer and step), not each rank's own rows (the default, DDP's)."""
         self._warn_softmax_twice(stacklevel=6)    # the caller's line, past the three decorators
         x = self._check_x(x, finite=True)
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
@@ -333,6 +357,12 @@ class Model:
             if len(self.input_shape) != 3:
                 raise ShapeError(f"augment needs (C, H, W) images, the model takes {self.input_shape}")
             self.augment = augment
+        comm = distributed.world() if comm is None else comm
+        if comm.size > 1:
+            self._join(comm, x, y, validation_data, epochs, initial_epoch, shuffle, bool(sync_bn))
+            verbose = verbose if comm.is_main else 0
+        self._comm = comm
+        self._sync_bn = bool(sync_bn) and comm.size > 1
         history = History()
         self.history, self.stop_training = history, False
         hooked = [callback for callback in callbacks if isinstance(callback, Callback)]
@@ -355,6 +385,7 @@ class Model:
             for callback in hooked:
                 callback.on_epoch_begin(epoch, {})
             figures = self._fit_epoch(x, y, epoch, epochs, shuffle, verbose, per_batch)
+            self._average_buffers()
             if validation_data is not None:
                 val = self.evaluate(vx, vy)
                 figures.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
@@ -370,6 +401,10 @@ class Model:
                     callback(self, epoch, figures)
         for callback in hooked:
             callback.on_train_end(figures)
+        if comm.size > 1:
+            self._check_same_parameters(comm)
+        self._comm, self._batch_rows, self._row_offset = None, None, 0   # train_step: one process again
+        self._set_sync(None)
         return history
 
     def _fit_epoch(self, x, y, epoch, epochs, shuffle, verbose, per_batch=()):
@@ -381,17 +416,17 @@ class Model:
                    disable=not verbose or not sys.stderr.isatty(), file=sys.stderr)
         start_time = time.perf_counter()
         for i, start in enumerate(bar, first):
-            rows = order[start:start + self.batch_size]
+            rows = self._rank_rows(order, start)
             n = len(rows)
             if self.augment is None:
                 np.take(x, rows, axis=0, out=self.x_staging[:n])
             else:   # on the host whatever the device: the data set stays in host memory
-                self.augment.gather(x, rows, self.x_staging[:n], self.step)
+                self._gather_augmented(x, rows, n)
             np.take(y, rows, axis=0, out=self.y_staging[:n])
             self._upload(n)
             if self.schedule is not None:
                 self.optimizer.lr = self.schedule(self.step) * self.info.get("lr_scale", 1.0)
-            loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}", epoch)
+            loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}", epoch) if n else self._idle_step(epoch)
             total += loss * n
             seen += n
             hits = self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
@@ -410,6 +445,7 @@ class Model:
         seconds = time.perf_counter() - start_time
         bar.close()
         self.position = None    # between epochs: the shuffle generator's state says it all
+        total, correct, seen = _global_sums(self._comm, total, correct, seen)
         return {"loss": total / seen,
                 "accuracy": correct / seen if self.loss_fn.has_accuracy else None,
                 "images_per_sec": seen / seconds, "seconds": seconds}
@@ -432,6 +468,8 @@ class Model:
         if resume is not None and resume["rows"] == rows:
             self._shuffle_rng.bit_generator.state = resume["rng"]
             first, sums = resume["batch"], (resume["total"], resume["correct"], resume["seen"])
+            if self._comm is not None and self._comm.rank > 0:
+                sums = (0.0, 0, 0)      # rank 0's sums were saved: its share alone of the rows before
         self._epoch_rng = self._shuffle_rng.bit_generator.state
         order = self._shuffle_rng.permutation(rows) if shuffle else np.arange(rows)
         return order, first, sums
@@ -444,20 +482,36 @@ class Model:
         """One step on the loaded batch. An update computed from a non-finite loss, or from
         non-finite gradients of a finite one (a layer that overflowed), is refused: a
         DivergenceError, and the parameters and optimizer state stay those of the last finite step."""
-        self.plan.set_step(self.step)
+        self.plan.set_step(self.step, row_offset=self._row_offset)
         loss = self._forward_loss(n, train=True)
         if not np.isfinite(loss):
             raise self._divergence(f"the training loss became {loss}", where, epoch, loss)
         self.plan.backward(self.k, n, input_grad=False)
-        bad = self.k.count_nonfinite(self.plan.flat_grads)    # one pass over the flat gradients
+        self._update(loss, where, epoch)
+        self._last_loss = float(loss)
+        return loss
+
+    def _idle_step(self, epoch):
+        """A rank with no rows in this (last) batch of a data-parallel epoch: zero gradients into
+        the collective, then the same update as its peers."""
+        self.k.fill(self.plan.flat_grads, 0.0)
+        self._update(0.0, "an idle rank's step", epoch)
+        return 0.0
+
+    def _update(self, loss, where, epoch):
+        """The optimizer step from the gradients in plan.flat_grads: summed over the ranks first
+        (data parallel), then refused if any is non-finite (one pass over the flat array; the sum
+        is the same on every rank, so every rank refuses it alike)."""
+        self._reduce_gradients()
+        bad = self.k.count_nonfinite(self.plan.flat_grads)
         if bad:
-            raise self._divergence(f"the gradients became non-finite ({bad:,} of {self.plan.flat_grads.size:,} "
+            err = self._divergence(f"the gradients became non-finite ({bad:,} of {self.plan.flat_grads.size:,} "
                                    f"values NaN or inf) with a finite loss {loss:.6g}", where, epoch, loss, bad)
+            err.everywhere = self._comm is not None and self._comm.size > 1
+            raise err
         self.step += 1
         self.optimizer.update(self.k, self.plan.flat_params, self.plan.flat_grads, self.opt_state,
                               self.step)
-        self._last_loss = float(loss)
-        return loss
 
     _last_loss = None   # the loss of the last step whose update was applied
 
@@ -469,6 +523,126 @@ class Model:
                                f"rate{' (or look for a layer whose values overflow)' if bad else ''}.",
                                epoch=epoch, step=self.step + 1, last_loss=self._last_loss, loss=float(loss),
                                bad_gradients=bad)
+
+    # -- data parallelism (fastnet/distributed.py): the hooks fit calls --------------------
+    _comm = None          # fit's communicator while it runs (None: one process)
+    _batch_rows = None    # rows of the global batch this step (None: one process)
+    _row_offset = 0       # where this rank's rows start in it (Dropout's masks follow the row)
+
+    def _rank_rows(self, order, start):
+        """The rows of this rank's contiguous slice of the global batch starting at `start`."""
+        rows = order[start:start + self.batch_size]
+        comm = self._comm
+        if comm is None or comm.size == 1:
+            return rows
+        lo, hi = distributed.shard(len(rows), comm.rank, comm.size)
+        self._batch_rows, self._row_offset, self._batch_order = len(rows), lo, rows
+        if self._sync_bn:
+            self._set_sync((comm, len(rows)))
+        return rows[lo:hi]
+
+    _sync_bn = False
+
+    def _gather_augmented(self, x, rows, n):
+        """The augmented rows into the input staging buffer. Data parallel: the whole global batch
+        is augmented (the compiled buffers hold it) and this rank's rows moved to the front, so
+        each image gets the shifts and flips one process would give it (Augment draws them by
+        step and position in the batch)."""
+        if self._batch_rows is None:
+            self.augment.gather(x, rows, self.x_staging[:n], self.step)
+            return
+        whole = self._batch_order
+        self.augment.gather(x, whole, self.x_staging[:len(whole)], self.step)
+        lo = self._row_offset
+        if lo:
+            self.x_staging[:n] = self.x_staging[lo:lo + n]     # overlapping: NumPy copies through a buffer
+
+    def _set_sync(self, sync):
+        """BatchNorm's synchronised statistics (fastnet/layers/norm.py) on (comm, global rows) or off."""
+        for slot in self.plan.slots:
+            if getattr(slot.layer, "is_batchnorm", False):
+                slot.sync = sync
+
+    def _reduce_gradients(self):
+        """The gradients summed over the ranks (each already divided by the global row count):
+        one collective of the flat array per step; every CHECK_EVERY steps the parameters are
+        compared across ranks."""
+        comm = self._comm
+        if comm is None or comm.size == 1:
+            return
+        if self.device == "cpu":
+            comm.allreduce_sum(self.plan.flat_grads)
+        else:   # through host memory
+            host = comm.allreduce_sum(self.k.to_host(self.plan.flat_grads))
+            self.k.copy_in(self.plan.flat_grads, host)
+        if self.step % distributed.CHECK_EVERY == 0:
+            self._check_same_parameters(comm)
+
+    def _check_same_parameters(self, comm):
+        crc = distributed.array_fingerprint(self.k.to_host(self.plan.flat_params))
+        crcs = comm.allgather(crc)
+        if len(set(crcs)) > 1:
+            differ = [rank for rank, c in enumerate(crcs) if c != crcs[0]]
+            err = DistributedError(f"the parameters of rank(s) {differ} differ from rank 0's at optimizer step "
+                                   f"{self.step}: the ranks drifted apart (a rank running other code or "
+                                   f"other data, or an MPI whose allreduce differs between ranks)")
+            err.everywhere = True
+            raise err
+
+    def _average_buffers(self):
+        """BatchNorm's running statistics (each rank's own, from its own rows) averaged over the
+        ranks, before an evaluation or a checkpoint sees them."""
+        comm = self._comm
+        if comm is None or comm.size == 1 or self._sync_bn:   # synchronised: the same statistics everywhere
+            return
+        for array in self.buffers().values():
+            host = self.k.to_host(array) if self.device != "cpu" else array
+            comm.allreduce_sum(host)
+            host /= comm.size
+            if host is not array:
+                self.k.copy_in(array, host)
+
+    def _join(self, comm, x, y, validation_data, epochs, initial_epoch, shuffle, sync_bn):
+        """Start of a data-parallel fit: the ranks must run the same network, settings and data
+        shapes (a hash compared by every rank: a DistributedError on all of them), then take rank
+        0's parameters, buffers, optimizer state and progress."""
+        spec = self.network.to_spec()
+        described = {
+            "spec": spec, "input_shape": list(self.input_shape), "batch_size": self.batch_size,
+            "loss": self.loss_fn.name, "dtype": self.dtype.name, "seed": self.seed, "device": self.device,
+            "optimizer": [type(self.optimizer).__name__, sorted((k, repr(v)) for k, v in vars(self.optimizer).items())],
+            "schedule": None if self.schedule is None else self.schedule.config(),
+            "augment": None if self.augment is None else self.augment.config(),
+            "x": list(x.shape), "y": [list(y.shape), distributed.array_fingerprint(y)],
+            "validation": None if validation_data is None else [list(np.shape(v)) for v in validation_data],
+            "epochs": [epochs, initial_epoch, bool(shuffle)], "step": [self.step, self.epoch], "sync_bn": sync_bn,
+        }
+        hashes = comm.allgather(distributed.fingerprint(described))
+        if len(set(hashes)) > 1:
+            differ = [rank for rank, h in enumerate(hashes) if h != hashes[0]]
+            err = DistributedError(f"rank(s) {differ} of {comm.size} were started with another network, other "
+                                   f"settings or other data (shapes, labels) than rank 0; every rank must "
+                                   f"run the same command on the same data")
+            err.everywhere = True
+            raise err
+        last = len(x) % self.batch_size
+        if sync_bn and 0 < last < comm.size:
+            err = DistributedError(f"sync_bn: the last batch of each epoch ({len(x)} rows, batch {self.batch_size}) "
+                                   f"has {last} row(s) for {comm.size} ranks, leaving a rank without rows; "
+                                   f"drop {last} rows or choose another batch size")
+            err.everywhere = True
+            raise err
+        for array in [self.plan.flat_params, *self.buffers().values(), *self.opt_state.values()]:
+            if self.device == "cpu":
+                comm.bcast_array(array)
+            else:
+                self.k.copy_in(array, comm.bcast_array(self.k.to_host(array)))
+        state = comm.bcast({"rng": self._shuffle_rng.bit_generator.state, "lr": self.optimizer.lr,
+                            "lr_scale": self.info.get("lr_scale")})
+        self._shuffle_rng.bit_generator.state = state["rng"]
+        self.optimizer.lr = state["lr"]
+        if state["lr_scale"] is not None:
+            self.info["lr_scale"] = state["lr_scale"]
 
     # -- checks --------------------------------------------------------------------------
     def _check_x(self, x, finite, what="x"):
@@ -594,6 +768,14 @@ def _dtype_name(dtype):
         return str(np.dtype(dtype))
     except TypeError:       # not a dtype at all ("float", 3, ...): the SpecError names it
         return None
+
+
+def _global_sums(comm, *figures):
+    """Figures summed over the ranks (one small collective; the figures unchanged in one process)."""
+    if comm is None or comm.size == 1:
+        return figures
+    sums = comm.allreduce_sum(np.array(figures, np.float64))
+    return tuple(type(f)(s) for f, s in zip(figures, sums))
 
 
 def _to_numpy(value):

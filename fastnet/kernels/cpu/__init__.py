@@ -42,6 +42,11 @@ from .norm import (
     batchnorm_fold,
     batchnorm_forward_eval,
     batchnorm_forward_train,
+    batchnorm_sync_backward,
+    batchnorm_sync_backward_sums,
+    batchnorm_sync_forward,
+    batchnorm_sync_squares,
+    batchnorm_sync_sums,
     batchnorm_workspace_shapes,
 )
 from .normalize import normalize_backward, normalize_forward
