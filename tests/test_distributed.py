@@ -301,3 +301,63 @@ def test_a_launcher_without_mpi4py_is_one_line_and_exit_2(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().count("\n") == 0 and "mpi4py is not installed" in done.stderr, done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_non_finite_gradients_on_one_rank_are_refused_by_every_rank_before_the_update():
+    """Rank 1 alone overflows (its rows are huge): the summed gradients are non-finite on every
+    rank, so every rank raises the same DivergenceError and no rank applies the update."""
+    from test_numerical_faults import make_overflow, overflowing
+
+    def replica(comm):
+        model, x, y = overflowing(fn.SGD(lr=0.1))
+        make_overflow(model)
+        if comm.rank == 0:
+            x = np.ones_like(x)     # finite gradients here
+        before = model.state_dict()
+        try:
+            model.fit(x, y, epochs=1, verbose=0, comm=comm)
+        except fn.DivergenceError as err:
+            unchanged = all(np.array_equal(v, before[k]) for k, v in model.state_dict().items())
+            return err.bad_gradients, err.everywhere, model.step, unchanged
+        return None
+
+    for result in distributed.FakeWorld(2).run(replica):
+        assert result is not None, "a rank applied the non-finite update"
+        bad, everywhere, step, unchanged = result
+        assert bad > 0 and everywhere and step == 0 and unchanged
+
+
+def test_a_mid_epoch_checkpoint_of_replicas_resumes_exactly(tmp_path):
+    """Rank 0 saves a checkpoint after step 3 of epoch 1 (as --checkpoint-every does); replicas
+    loading it and fitting on end bit for bit where the unbroken replicas end."""
+    x, y = data(29)
+    path = str(tmp_path / "mid.safetensors")
+
+    class SaveAtStep3(fn.callbacks.Callback):
+        def __init__(self, comm):
+            super().__init__()
+            self.comm = comm
+
+        def on_batch_end(self, batch, logs=None):
+            if self.model.step == 3:
+                if self.comm.rank == 0:
+                    self.model.save(path)
+                self.comm.barrier()
+
+    def unbroken(comm):
+        model = compiled("adam", dropout=True)
+        model.fit(x, y, epochs=2, verbose=0, comm=comm, callbacks=[SaveAtStep3(comm)])
+        return model
+
+    def resumed(comm):
+        model = fn.load(path)
+        assert model.step == 3 and model.epoch == 0
+        model.fit(x, y, epochs=2, initial_epoch=model.epoch, verbose=0, comm=comm)
+        return model
+
+    expected = distributed.FakeWorld(2).run(unbroken)
+    got = distributed.FakeWorld(2).run(resumed)
+    for a, b in zip(got, expected):
+        assert a.step == b.step
+        for name, value in a.state_dict().items():
+            assert np.array_equal(value, b.state_dict()[name]), name
