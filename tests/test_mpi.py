@@ -120,20 +120,24 @@ def unbroken(tiny):
     return parameters(tiny / "k2" / "model.safetensors")
 
 
-@pytest.mark.parametrize("how, step", [("raise", 2), ("kill", 17)])   # 13 steps an epoch: 17 is in the second
-def test_a_failing_rank_ends_the_job_and_the_last_checkpoint_resumes(tiny, how, step):
+# 13 steps an epoch: 17 is in the second; 10 in the first, after the step checkpoint of step 8
+@pytest.mark.parametrize("how, step, every", [("raise", 2, None), ("kill", 17, None), ("kill", 10, 4)])
+def test_a_failing_rank_ends_the_job_and_the_last_checkpoint_resumes(tiny, how, step, every):
     (tiny / "faulty.py").write_text(FAULTY)
-    args = ["--dataset", "tiny.npz", *TRAIN, "--out", f"fault-{how}"]
+    args = ["--dataset", "tiny.npz", *TRAIN, "--out", f"fault-{how}-{step}"]
+    if every:
+        args += ["--checkpoint-every", str(every)]
     code, output, seconds = mpiexec((1, fastnet_command(*args)),
                                     (1, [sys.executable, "faulty.py", how, str(step), "train", *args]), cwd=tiny)
     assert code != 0 and seconds < 60, output
-    checkpoint = tiny / f"fault-{how}" / "model.safetensors"
+    checkpoint = tiny / f"fault-{how}-{step}" / "model.safetensors"
     if how == "raise":
         assert output.count("RuntimeError: rank 1 broke on purpose") == 1, output
         assert not checkpoint.exists()       # it failed in the first epoch
         return
-    assert fn.load(checkpoint).epoch == 1    # the first epoch's checkpoint is whole: resume from it
-    code, output, _ = mpiexec((2, fastnet_command("--resume", f"fault-{how}", "--epochs", "2")), cwd=tiny)
+    kept = fn.load(checkpoint)    # the last checkpoint is whole: resume from it
+    assert (kept.epoch, kept.step) == ((0, 8) if every else (1, 13))
+    code, output, _ = mpiexec((2, fastnet_command("--resume", f"fault-{how}-{step}", "--epochs", "2")), cwd=tiny)
     assert code == 0, output
     resumed = parameters(checkpoint)
     for name, value in unbroken(tiny).items():
