@@ -7,12 +7,14 @@ a static graph compiled once, a minibatch trainer.
     model.fit(x_train, y_train, epochs=2)
 """
 
-from . import callbacks, data, losses, models, schedules, threads
+from . import callbacks, data, distributed, losses, models, schedules, threads
 from ._version import __version__  # noqa: F401
 from .data import datasets  # fn.datasets.load(...): fastnet/data/datasets.py
 from .errors import (
+    BusyError,
     CheckpointError,
     DataError,
+    DistributedError,
     DivergenceError,
     FastnetError,
     MemoryBudgetError,

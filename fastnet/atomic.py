@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 import secrets
 
 
@@ -28,6 +29,15 @@ def atomic_write(path):
             os.remove(tmp)
         raise
     _fsync_folder(folder)
+
+
+def remove_stale(folder):
+    """Remove the temporary files atomic_write left in `folder` when a process was killed mid-write
+    (SIGKILL, a power cut: nothing ran to remove them). Only for a folder no one else writes to now."""
+    for entry in os.listdir(folder):
+        if re.fullmatch(r"\..+\.[0-9a-f]{8}\.tmp", entry):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, entry))
 
 
 def _fsync_folder(folder):

@@ -8,7 +8,9 @@ Metadata (strings): "format" = "fastnet", "fastnet_version", "spec" (the network
 with input_shape), "compile" (batch size, loss, optimizer type and arguments, dtype, seed, device,
 the algorithm each convolution ran),
 "step" (optimizer steps taken), "epoch" (epochs completed by fit), "shuffle_rng" (the state of the
-generator that orders the next epoch's batches), "schedule" (the learning-rate schedule, or null),
+generator that orders the next epoch's batches), "position" (where fit was within an epoch, for a
+checkpoint saved mid-epoch: the generator state that drew the epoch's order, the next batch, the
+epoch's running sums; null between epochs), "schedule" (the learning-rate schedule, or null),
 "augment" (fit's augmentation, or null), "info" (model.info: free-form JSON, e.g. the input
 normalisation `fastnet train` used).
 
@@ -54,6 +56,7 @@ def save(model, path):
         "step": str(model.step),
         "epoch": str(model.epoch),
         "shuffle_rng": json.dumps(model._shuffle_rng.bit_generator.state),
+        "position": json.dumps(model.position),
         "schedule": json.dumps(None if model.schedule is None else model.schedule.config()),
         "augment": json.dumps(None if model.augment is None else model.augment.config()),
         "info": json.dumps(model.info),

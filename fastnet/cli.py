@@ -2,21 +2,24 @@
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
 
+from . import distributed
 from .errors import DivergenceError, FastnetError
 
 EXIT_CODES = """exit codes:
   0    done
-  1    the run failed after it started: training diverged (the run folder keeps the last
-       finite epoch's checkpoint), or the system failed (a disk full, an I/O error)
+  1    the run failed after it started: training diverged (the run folder keeps its last
+       good checkpoint, named in the message), or the system failed (a disk full, an I/O error)
   2    bad input: a usage error, a data set, spec, checkpoint or file that is missing or
        cannot be used, a network too large for the memory available
   130  interrupted (Ctrl-C)
 Errors are printed as one line; --debug (before or after the command) shows the traceback.
-A run that cannot start leaves no run folder."""
+A run that cannot start leaves no run folder. Under MPI (mpiexec -n K fastnet train ...), an error
+on one rank ends every rank (MPI_Abort, the exit code above) and is printed by that rank."""
 
 
 def info():
@@ -133,6 +136,9 @@ def main(argv=None):
     t.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     t.add_argument("--momentum", type=float, default=DEFAULTS["momentum"], help="SGD only")
     t.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
+    t.add_argument("--clip-norm", type=_positive, default=DEFAULTS["clip_norm"], metavar="X",
+                   help="clip the gradient to a global norm of at most X before each step "
+                        "(torch.nn.utils.clip_grad_norm_; default: no clipping)")
     t.add_argument("--schedule", choices=["none", "step", "cosine"], default=DEFAULTS["schedule"],
                    help="step: halve the lr every epoch; cosine: anneal it to 0 over the run")
     t.add_argument("--warmup-steps", type=int, default=DEFAULTS["warmup_steps"])
@@ -155,9 +161,22 @@ def main(argv=None):
                    help="stop when val_loss has not improved for PATIENCE epochs (needs --val-split)")
     t.add_argument("--tensorboard", metavar="DIR", default=DEFAULTS["tensorboard"],
                    help="write TensorBoard event files to DIR (pip install 'fastnet[tensorboard]')")
+    t.add_argument("--checkpoint-every", type=int, metavar="STEPS", default=DEFAULTS["checkpoint_every"],
+                   help="also save the checkpoint every STEPS optimizer steps (a resume continues mid-epoch "
+                        "exactly); by default it is saved after every epoch")
+    t.add_argument("--max-memory", metavar="SIZE", default=DEFAULTS["max_memory"],
+                   help="the most memory compile may plan for, e.g. 4GiB (default: what is available)")
+    t.add_argument("--workers", type=_positive, default=DEFAULTS["workers"], metavar="K",
+                   help="train on K processes of this machine (data parallel over MPI: starts mpiexec -n K; "
+                        "pip install 'fastnet[mpich]'); --batch-size stays the global batch. Under mpiexec "
+                        "the ranks are those mpiexec started")
+    t.add_argument("--sync-bn", action="store_true",
+                   help="under MPI: BatchNorm's statistics over the global batch (as one process), not each rank's")
     t.add_argument("--out", help="run folder (default runs/<timestamp>)")
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings; "
-                   "only --epochs, --lr (the schedule is made again for them), --device and --download may change")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings, "
+                   "from its last checkpoint (mid-epoch with --checkpoint-every); only --epochs, --lr (the "
+                   "schedule is made again for them), --device, --download, --checkpoint-every and "
+                   "--max-memory may change")
     commands.add_parser("bench", help="fastnet vs PyTorch vs NumPy (a source checkout's bench/; "
                         "`fastnet bench --help` for its options)", add_help=False)
     e = commands.add_parser("eval", help="evaluate a checkpoint on a test set", parents=[debug])
@@ -175,11 +194,20 @@ def main(argv=None):
     if argv[:1] == ["bench"]:
         return bench(argv[1:])
     args = parser.parse_args(argv)
+    if args.command == "train" and args.workers > 1 and not distributed.launched():
+        return _launch(args.workers, argv)
+    given = _given(commands.choices["train"], parser, argv) if args.command == "train" and args.resume else None
+    if distributed.launched():
+        return _as_rank(args, argv, given)
+    return _command(args, argv, given)
+
+
+def _command(args, argv, given=None):
     try:
         if args.command == "info":
             info()
         elif args.command == "train":
-            train(args, _given(commands.choices["train"], parser, argv) if args.resume else None)
+            train(args, given)
         elif args.command == "eval":
             evaluate(args)
         elif args.command == "export":
@@ -188,9 +216,73 @@ def main(argv=None):
         if args.debug:
             raise
         code, message = _failure(err)
-        print(f"fastnet: {message}", file=sys.stderr)
-        return code
+        everywhere = getattr(err, "everywhere", False)
+        if distributed.launched() and not everywhere:
+            _let_rank_zero_report_first()
+        if not everywhere or distributed.world().is_main:
+            print(f"fastnet: {_rank_prefix()}{message}", file=sys.stderr, flush=True)
+        return -code if distributed.launched() and not everywhere else code
     return 0
+
+
+def _launch(workers, argv):
+    """`fastnet train --workers K`: the same command on K ranks started by mpiexec; its exit code."""
+    import subprocess
+    try:
+        command = distributed.launch_command(workers, argv)
+    except FastnetError as err:
+        print(f"fastnet: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        return subprocess.run(command).returncode
+    except KeyboardInterrupt:
+        return 130
+    except OSError as err:
+        print(f"fastnet: error: cannot start {command[0]}: {err.strerror or err}", file=sys.stderr)
+        return 2
+
+
+def _as_rank(args, argv, given):
+    """One rank of an MPI job: an error raised on this rank alone (any exception) ends every rank
+    with MPI_Abort, so no peer waits forever in a collective; one raised alike on every rank (a
+    DistributedError for mismatched settings, say: err.everywhere) is printed by rank 0 and each
+    rank exits with the code."""
+    import traceback
+    try:
+        code = _command(args, argv, given)
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else 1
+    except BaseException:         # noqa: B036 -- a bug on one rank: the traceback, then the job ends
+        _let_rank_zero_report_first()
+        traceback.print_exc()
+        sys.stderr.flush()
+        code = -1
+    if code < 0 and distributed._world:      # this rank alone failed: every rank ends now
+        distributed.world().abort(-code)
+    return abs(code)
+
+
+REPORT_DELAY = 1.0   # seconds a failing rank other than 0 waits before it reports and aborts
+
+
+def _let_rank_zero_report_first():
+    """An error every rank meets alike (a data set missing everywhere) is shown once: rank 0 reports
+    and aborts at once, ending the others in this pause; a rank failing alone reports after it."""
+    import time
+    if distributed._world and not distributed.world().is_main:
+        time.sleep(REPORT_DELAY)
+
+
+def _rank_prefix():
+    world = distributed.world() if distributed._world else None    # not made yet: no MPI, or none usable
+    return f"rank {world.rank}/{world.size}: " if world is not None and world.size > 1 else ""
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _failure(err):
@@ -219,6 +311,17 @@ def _size(text):
     if len(size) != 2 or min(size) < 1:
         raise argparse.ArgumentTypeError(f"expected HxW (two positive integers, e.g. 28x28) or N, got {text!r}")
     return size
+
+
+def _positive(text):
+    """--clip-norm X -> a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
 
 
 def bench(argv):

@@ -7,16 +7,26 @@ kernel over the flat parameters; none of it allocates an array.
 
 import functools
 import sys
+import threading
 import time
 import warnings
 from collections import OrderedDict
 
 import numpy as np
 
-from . import algorithms, checkpoint, kernels, losses
+from . import algorithms, checkpoint, distributed, kernels, losses
 from . import onnx as onnx_export
 from .callbacks import Callback
-from .errors import CheckpointError, DataError, DivergenceError, FastnetError, ShapeError
+from .errors import (
+    BusyError,
+    CheckpointError,
+    DataError,
+    DistributedError,
+    DivergenceError,
+    FastnetError,
+    ShapeError,
+    SpecError,
+)
 from .layers import Softmax
 from .optim import SGD, Optimizer
 from .plan import MEMORY_PARTS, Plan, check_memory, estimate_memory, format_bytes, parse_memory
@@ -35,6 +45,33 @@ def _fixed_batch(method):
                             f"again with batch_size={kwargs['batch_size']!r} (or fn.load(path, "
                             f"batch_size=...) for a checkpoint)")
         return method(self, *args, **kwargs)
+    return wrapper
+
+
+def _exclusive(method):
+    """One thread at a time: the model's buffers (inputs, activations, gradients, parameters,
+    optimizer state) are shared by every call, so a call from a second thread while another is
+    running (a predict during a fit) would read or write half-updated buffers. It is refused with a
+    BusyError, at once (never waits, never deadlocks). The same thread may nest calls (a callback
+    evaluating or saving the model during its fit)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        lock = self.__dict__.get("_lock")
+        if lock is None:    # a Model made without __init__ (never in fastnet): nothing to guard with
+            return method(self, *args, **kwargs)
+        if not lock.acquire(blocking=False):
+            raise BusyError(f"{method.__name__}() was called while {self._busy}() runs in another thread: "
+                            f"a model's buffers serve one call at a time. Wait for it to return, or give "
+                            f"each thread its own model (compile again, or fn.load a checkpoint)")
+        outermost = self._busy is None
+        if outermost:
+            self._busy = method.__name__
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if outermost:
+                self._busy = None
+            lock.release()
     return wrapper
 
 
@@ -66,10 +103,12 @@ class Model:
                  conv_algorithm=algorithms.AUTO, max_memory=None):
         if int(batch_size) != batch_size or batch_size < 1:
             raise ShapeError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if str(np.dtype(dtype)) not in DTYPES:
-            raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        if _dtype_name(dtype) not in DTYPES:
+            raise SpecError(f"dtype must be float32 or float64, got {dtype!r}")
         self.network = network
         self.device = device
+        if device == "cuda" and distributed.launched() and distributed.world().size > 1:
+            distributed.use_local_gpu()     # each rank its own GPU, before a CUDA context exists
         self.k = kernels.namespace(device)
         self.dtype = np.dtype(dtype)
         self.batch_size = int(batch_size)
@@ -105,6 +144,7 @@ class Model:
         self.schedule = None  # learning-rate schedule used by fit
         self.augment = None   # data augmentation used by fit
         self.info = {}     # free-form metadata carried in checkpoints (e.g. input normalisation)
+        self._lock, self._busy = threading.RLock(), None    # one thread at a time (_exclusive)
         self._warm_up()
         self.plan.initialise()
 
@@ -116,6 +156,7 @@ class Model:
         self._forward_loss(n, train=True)
         self.plan.backward(self.k, n, input_grad=True)
         self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
+        self.k.count_nonfinite(self.plan.flat_grads)
         self.optimizer.update(self.k, self.plan.flat_params, self.plan.flat_grads, self.opt_state, 1)
         self.plan.forward(self.k, n, train=False)
         for buf in [self.plan.flat_params, self.plan.flat_grads, *self.opt_state.values()]:
@@ -128,8 +169,10 @@ class Model:
         out = self.plan.forward(self.k, n, train)
         total = self.loss_fn.forward(self.k, out, self.targets[:n], self._work(n))
         count = self.loss_fn.count(n, self.output_shape)
-        if train:
-            self.loss_fn.backward(self.k, out, self.targets[:n], self._work(n), 1.0 / count,
+        if train:   # data parallel: the mean over the global batch (the gradients are summed over ranks)
+            rows = n if self._batch_rows is None else self._batch_rows
+            scale = 1.0 / self.loss_fn.count(rows, self.output_shape)
+            self.loss_fn.backward(self.k, out, self.targets[:n], self._work(n), scale,
                                   self.plan.grads[-1][:n])
         return total / count
 
@@ -163,14 +206,16 @@ class Model:
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         return x, y
 
+    @_exclusive
     @restores_numpy_blas_threads
     def train_step(self, x, y):
         """One optimizer step on one batch (at most batch_size rows); returns the loss."""
-        self._warn_softmax_twice(stacklevel=4)    # the caller's line, past the decorator
+        self._warn_softmax_twice(stacklevel=5)    # the caller's line, past both decorators
         x, y = self._check_batch(x, y)
         n = self._load(x, y)
         return self._train_loaded(n, "train_step")
 
+    @_exclusive
     @restores_numpy_blas_threads
     def gradients(self, x, y, input_grad=False):
         """Train-mode forward and backward without an update: (loss, {name: gradient copy}),
@@ -187,6 +232,7 @@ class Model:
         return float(loss), grads
 
     # -- whole datasets ------------------------------------------------------------------
+    @_exclusive
     @restores_numpy_blas_threads
     def forward(self, x, train=False):
         """Network outputs for any number of rows, in chunks of the compiled batch size."""
@@ -202,6 +248,7 @@ class Model:
         return out
 
     @_fixed_batch
+    @_exclusive
     @restores_numpy_blas_threads
     def predict(self, x):
         """Network outputs in evaluation mode (logits for a network ending in Dense)."""
@@ -223,6 +270,7 @@ class Model:
     _warned_softmax = False
 
     @_fixed_batch
+    @_exclusive
     @restores_numpy_blas_threads
     def predict_proba(self, x):
         """Class probabilities: the softmax of predict's logits, row by row (for a model whose loss
@@ -239,28 +287,37 @@ class Model:
         return (e / e.sum(axis=1, keepdims=True)).astype(self.dtype)
 
     @_fixed_batch
+    @_exclusive
     @restores_numpy_blas_threads
-    def evaluate(self, x, y):
-        """{"loss": mean loss, "accuracy": fraction correct (None for mse)} in evaluation mode."""
+    def evaluate(self, x, y, comm=None):
+        """{"loss": mean loss, "accuracy": fraction correct (None for mse)} in evaluation mode.
+        Under MPI (comm: fastnet.distributed's, by default fit's while it runs, else this process's
+        world) a collective: each rank evaluates its contiguous share of the rows and the sums are
+        added up."""
         x = self._check_x(x, finite=True)
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         if len(x) == 0:
             raise ShapeError("evaluate() needs at least one row")
+        comm = comm or self._comm or distributed.world()
+        lo, hi = distributed.shard(len(x), comm.rank, comm.size)
         total, correct = 0.0, 0
-        for start in range(0, len(x), self.batch_size):
-            n = self._load(x[start:start + self.batch_size], y[start:start + self.batch_size])
+        for start in range(lo, hi, self.batch_size):
+            end = min(start + self.batch_size, hi)
+            n = self._load(x[start:end], y[start:end])
             total += self._forward_loss(n, train=False) * n
             hits = self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
             correct += hits or 0
+        total, correct = _global_sums(comm, total, correct)
         accuracy = correct / len(x) if self.loss_fn.has_accuracy else None
         return {"loss": total / len(x), "accuracy": accuracy}
 
     stop_training = False   # set by a callback: fit ends after the current epoch
 
     @_fixed_batch
+    @_exclusive
     @restores_numpy_blas_threads
     def fit(self, x, y, epochs=1, validation_data=None, shuffle=True, verbose=1, schedule=None,
-            initial_epoch=0, callbacks=(), augment=None):
+            initial_epoch=0, callbacks=(), augment=None, comm=None, sync_bn=False):
         """Minibatch training; returns a History (also model.history). All inputs are checked
         before any step runs.
 
@@ -272,8 +329,12 @@ class Model:
         schedule: a fastnet.schedules schedule setting the learning rate before every step (times
         model.info["lr_scale"], which ReduceLROnPlateau lowers; 1 if absent);
         augment: a fastnet.data.Augment applied as each batch is assembled. Both are kept by the
-        model, and in its checkpoints, for later fits."""
-        self._warn_softmax_twice(stacklevel=5)    # the caller's line, past both decorators
+        model, and in its checkpoints, for later fits.
+        comm: data parallelism (fastnet/distributed.py); by default this process's world, MPI under
+        mpiexec. Every rank calls fit with the same arguments; batch_size is the global batch.
+        sync_bn: BatchNorm's batch statistics over the global batch (one process's result; three
+        small allreduces per BatchNorm layer and step), not each rank's own rows (the default, DDP's)."""
+        self._warn_softmax_twice(stacklevel=6)    # the caller's line, past the three decorators
         x = self._check_x(x, finite=True)
         y = self.loss_fn.check_targets(y, len(x), self.output_shape)
         if len(x) == 0:
@@ -296,6 +357,12 @@ class Model:
             if len(self.input_shape) != 3:
                 raise ShapeError(f"augment needs (C, H, W) images, the model takes {self.input_shape}")
             self.augment = augment
+        comm = distributed.world() if comm is None else comm
+        if comm.size > 1:
+            self._join(comm, x, y, validation_data, epochs, initial_epoch, shuffle, bool(sync_bn))
+            verbose = verbose if comm.is_main else 0
+        self._comm = comm
+        self._sync_bn = bool(sync_bn) and comm.size > 1
         history = History()
         self.history, self.stop_training = history, False
         hooked = [callback for callback in callbacks if isinstance(callback, Callback)]
@@ -318,6 +385,7 @@ class Model:
             for callback in hooked:
                 callback.on_epoch_begin(epoch, {})
             figures = self._fit_epoch(x, y, epoch, epochs, shuffle, verbose, per_batch)
+            self._average_buffers()
             if validation_data is not None:
                 val = self.evaluate(vx, vy)
                 figures.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
@@ -333,37 +401,41 @@ class Model:
                     callback(self, epoch, figures)
         for callback in hooked:
             callback.on_train_end(figures)
+        if comm.size > 1:
+            self._check_same_parameters(comm)
+        self._comm, self._batch_rows, self._row_offset = None, None, 0   # train_step: one process again
+        self._set_sync(None)
         return history
 
     def _fit_epoch(self, x, y, epoch, epochs, shuffle, verbose, per_batch=()):
         from tqdm import tqdm
-        order = self._shuffle_rng.permutation(len(x)) if shuffle else np.arange(len(x))
-        batches = range(0, len(x), self.batch_size)
+        order, first, (total, correct, seen) = self._epoch_start(len(x), shuffle)
+        batches = range(first * self.batch_size, len(x), self.batch_size)
         # The bar only on a terminal; the one-line epoch summary is printed either way.
         bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
                    disable=not verbose or not sys.stderr.isatty(), file=sys.stderr)
-        total, correct, seen = 0.0, 0, 0
         start_time = time.perf_counter()
-        for i, start in enumerate(bar):
-            rows = order[start:start + self.batch_size]
+        for i, start in enumerate(bar, first):
+            rows = self._rank_rows(order, start)
             n = len(rows)
             if self.augment is None:
                 np.take(x, rows, axis=0, out=self.x_staging[:n])
             else:   # on the host whatever the device: the data set stays in host memory
-                self.augment.gather(x, rows, self.x_staging[:n], self.step)
+                self._gather_augmented(x, rows, n)
             np.take(y, rows, axis=0, out=self.y_staging[:n])
             self._upload(n)
             if self.schedule is not None:
                 self.optimizer.lr = self.schedule(self.step) * self.info.get("lr_scale", 1.0)
-            loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}")
-            if per_batch:
-                logs = {"loss": loss, "size": n, "lr": self.optimizer.lr, "step": self.step}
-                for callback in per_batch:
-                    callback.on_batch_end(i, logs)
+            loss = self._train_loaded(n, f"epoch {epoch}, step {i + 1}", epoch) if n else self._idle_step(epoch)
             total += loss * n
             seen += n
             hits = self.loss_fn.correct(self.k, self.plan.acts[-1][:n], self.targets[:n])
             correct += hits or 0
+            self._mark_position(len(x), i + 1, total, correct, seen)
+            if per_batch:
+                logs = {"loss": loss, "size": n, "lr": self.optimizer.lr, "step": self.step}
+                for callback in per_batch:
+                    callback.on_batch_end(i, logs)
             if verbose and (i % 20 == 0):
                 elapsed = time.perf_counter() - start_time
                 figures = {"loss": f"{total / seen:.4f}", "img_s": f"{seen / max(elapsed, 1e-9):.0f}"}
@@ -372,24 +444,205 @@ class Model:
                 bar.set_postfix(figures)
         seconds = time.perf_counter() - start_time
         bar.close()
+        self.position = None    # between epochs: the shuffle generator's state says it all
+        total, correct, seen = _global_sums(self._comm, total, correct, seen)
         return {"loss": total / seen,
                 "accuracy": correct / seen if self.loss_fn.has_accuracy else None,
                 "images_per_sec": seen / seconds, "seconds": seconds}
 
-    def _train_loaded(self, n, where):
-        """One step on the loaded batch. An update computed from a non-finite loss is refused,
-        so the parameters stay those of the last finite step."""
-        self.plan.set_step(self.step)
+    # Where fit is within an epoch, saved in checkpoints so that a resume continues mid-epoch
+    # exactly (None between epochs): {"rng": the shuffle generator's state before this epoch's
+    # order was drawn, "rows": the data set's size, "batch": the next batch, "total", "correct",
+    # "seen": the epoch's running sums}. A loaded checkpoint's is also `_resume_position`, which
+    # the next epoch fit runs starts from (once; a fit after an error in this process starts a
+    # fresh epoch).
+    position = None
+    _resume_position = None
+
+    def _epoch_start(self, rows, shuffle):
+        """(order, first batch, (total, correct, seen)) of the epoch fit starts: a fresh one, or
+        the one a checkpoint was saved in, its order drawn again from the generator state that drew it
+        (for a data set of the size it was saved with; another size starts a fresh epoch)."""
+        resume, self._resume_position = self._resume_position, None
+        first, sums = 0, (0.0, 0, 0)
+        if resume is not None and resume["rows"] == rows:
+            self._shuffle_rng.bit_generator.state = resume["rng"]
+            first, sums = resume["batch"], (resume["total"], resume["correct"], resume["seen"])
+            if self._comm is not None and self._comm.rank > 0:
+                sums = (0.0, 0, 0)      # rank 0's sums were saved: its share alone of the rows before
+        self._epoch_rng = self._shuffle_rng.bit_generator.state
+        order = self._shuffle_rng.permutation(rows) if shuffle else np.arange(rows)
+        return order, first, sums
+
+    def _mark_position(self, rows, batch, total, correct, seen):
+        self.position = {"rng": self._epoch_rng, "rows": rows, "batch": batch, "total": float(total),
+                         "correct": int(correct), "seen": int(seen)}
+
+    def _train_loaded(self, n, where, epoch=None):
+        """One step on the loaded batch. An update computed from a non-finite loss, or from
+        non-finite gradients of a finite one (a layer that overflowed), is refused: a
+        DivergenceError, and the parameters and optimizer state stay those of the last finite step."""
+        self.plan.set_step(self.step, row_offset=self._row_offset)
         loss = self._forward_loss(n, train=True)
         if not np.isfinite(loss):
-            raise DivergenceError(f"the training loss became {loss} at {where} (optimizer step "
-                                  f"{self.step + 1}); the parameters are those of the last finite "
-                                  f"step. Try a lower learning rate.")
+            raise self._divergence(f"the training loss became {loss}", where, epoch, loss)
         self.plan.backward(self.k, n, input_grad=False)
+        self._update(loss, where, epoch)
+        self._last_loss = float(loss)
+        return loss
+
+    def _idle_step(self, epoch):
+        """A rank with no rows in this (last) batch of a data-parallel epoch: zero gradients into
+        the collective, then the same update as its peers."""
+        self.k.fill(self.plan.flat_grads, 0.0)
+        self._update(0.0, "an idle rank's step", epoch)
+        return 0.0
+
+    def _update(self, loss, where, epoch):
+        """The optimizer step from the gradients in plan.flat_grads: summed over the ranks first
+        (data parallel), then refused if any is non-finite (one pass over the flat array; the sum
+        is the same on every rank, so every rank refuses it alike)."""
+        self._reduce_gradients()
+        bad = self.k.count_nonfinite(self.plan.flat_grads)
+        if bad:
+            err = self._divergence(f"the gradients became non-finite ({bad:,} of {self.plan.flat_grads.size:,} "
+                                   f"values NaN or inf) with a finite loss {loss:.6g}", where, epoch, loss, bad)
+            err.everywhere = self._comm is not None and self._comm.size > 1
+            raise err
         self.step += 1
         self.optimizer.update(self.k, self.plan.flat_params, self.plan.flat_grads, self.opt_state,
                               self.step)
-        return loss
+
+    _last_loss = None   # the loss of the last step whose update was applied
+
+    def _divergence(self, what, where, epoch, loss, bad=None):
+        last = ("no step had finished in this process" if self._last_loss is None else
+                f"the last finite loss was {self._last_loss:.6g} (step {self.step})")
+        return DivergenceError(f"{what} at {where} (optimizer step {self.step + 1}); {last}; the update was not "
+                               f"applied: the parameters are those of the last finite step. Try a lower learning "
+                               f"rate{' (or look for a layer whose values overflow)' if bad else ''}.",
+                               epoch=epoch, step=self.step + 1, last_loss=self._last_loss, loss=float(loss),
+                               bad_gradients=bad)
+
+    # -- data parallelism (fastnet/distributed.py): the hooks fit calls --------------------
+    _comm = None          # fit's communicator while it runs (None: one process)
+    _batch_rows = None    # rows of the global batch this step (None: one process)
+    _row_offset = 0       # where this rank's rows start in it (Dropout's masks follow the row)
+
+    def _rank_rows(self, order, start):
+        """The rows of this rank's contiguous slice of the global batch starting at `start`."""
+        rows = order[start:start + self.batch_size]
+        comm = self._comm
+        if comm is None or comm.size == 1:
+            return rows
+        lo, hi = distributed.shard(len(rows), comm.rank, comm.size)
+        self._batch_rows, self._row_offset, self._batch_order = len(rows), lo, rows
+        if self._sync_bn:
+            self._set_sync((comm, len(rows)))
+        return rows[lo:hi]
+
+    _sync_bn = False
+
+    def _gather_augmented(self, x, rows, n):
+        """The augmented rows into the input staging buffer. Data parallel: the whole global batch
+        is augmented (the compiled buffers hold it) and this rank's rows moved to the front, so
+        each image gets the shifts and flips one process would give it (Augment draws them by
+        step and position in the batch)."""
+        if self._batch_rows is None:
+            self.augment.gather(x, rows, self.x_staging[:n], self.step)
+            return
+        whole = self._batch_order
+        self.augment.gather(x, whole, self.x_staging[:len(whole)], self.step)
+        lo = self._row_offset
+        if lo:
+            self.x_staging[:n] = self.x_staging[lo:lo + n]     # overlapping: NumPy copies through a buffer
+
+    def _set_sync(self, sync):
+        """BatchNorm's synchronised statistics (fastnet/layers/norm.py) on (comm, global rows) or off."""
+        for slot in self.plan.slots:
+            if getattr(slot.layer, "is_batchnorm", False):
+                slot.sync = sync
+
+    def _reduce_gradients(self):
+        """The gradients summed over the ranks (each already divided by the global row count):
+        one collective of the flat array per step; every CHECK_EVERY steps the parameters are
+        compared across ranks."""
+        comm = self._comm
+        if comm is None or comm.size == 1:
+            return
+        if self.device == "cpu":
+            comm.allreduce_sum(self.plan.flat_grads)
+        else:   # through host memory
+            host = comm.allreduce_sum(self.k.to_host(self.plan.flat_grads))
+            self.k.copy_in(self.plan.flat_grads, host)
+        if self.step % distributed.CHECK_EVERY == 0:
+            self._check_same_parameters(comm)
+
+    def _check_same_parameters(self, comm):
+        crc = distributed.array_fingerprint(self.k.to_host(self.plan.flat_params))
+        crcs = comm.allgather(crc)
+        if len(set(crcs)) > 1:
+            differ = [rank for rank, c in enumerate(crcs) if c != crcs[0]]
+            err = DistributedError(f"the parameters of rank(s) {differ} differ from rank 0's at optimizer step "
+                                   f"{self.step}: the ranks drifted apart (a rank running other code or "
+                                   f"other data, or an MPI whose allreduce differs between ranks)")
+            err.everywhere = True
+            raise err
+
+    def _average_buffers(self):
+        """BatchNorm's running statistics (each rank's own, from its own rows) averaged over the
+        ranks, before an evaluation or a checkpoint sees them."""
+        comm = self._comm
+        if comm is None or comm.size == 1 or self._sync_bn:   # synchronised: the same statistics everywhere
+            return
+        for array in self.buffers().values():
+            host = self.k.to_host(array) if self.device != "cpu" else array
+            comm.allreduce_sum(host)
+            host /= comm.size
+            if host is not array:
+                self.k.copy_in(array, host)
+
+    def _join(self, comm, x, y, validation_data, epochs, initial_epoch, shuffle, sync_bn):
+        """Start of a data-parallel fit: the ranks must run the same network, settings and data
+        shapes (a hash compared by every rank: a DistributedError on all of them), then take rank
+        0's parameters, buffers, optimizer state and progress."""
+        spec = self.network.to_spec()
+        described = {
+            "spec": spec, "input_shape": list(self.input_shape), "batch_size": self.batch_size,
+            "loss": self.loss_fn.name, "dtype": self.dtype.name, "seed": self.seed, "device": self.device,
+            "optimizer": [type(self.optimizer).__name__, sorted((k, repr(v)) for k, v in vars(self.optimizer).items())],
+            "schedule": None if self.schedule is None else self.schedule.config(),
+            "augment": None if self.augment is None else self.augment.config(),
+            "x": list(x.shape), "y": [list(y.shape), distributed.array_fingerprint(y)],
+            "validation": None if validation_data is None else [list(np.shape(v)) for v in validation_data],
+            "epochs": [epochs, initial_epoch, bool(shuffle)], "step": [self.step, self.epoch], "sync_bn": sync_bn,
+        }
+        hashes = comm.allgather(distributed.fingerprint(described))
+        if len(set(hashes)) > 1:
+            differ = [rank for rank, h in enumerate(hashes) if h != hashes[0]]
+            err = DistributedError(f"rank(s) {differ} of {comm.size} were started with another network, other "
+                                   f"settings or other data (shapes, labels) than rank 0; every rank must "
+                                   f"run the same command on the same data")
+            err.everywhere = True
+            raise err
+        last = len(x) % self.batch_size
+        if sync_bn and 0 < last < comm.size:
+            err = DistributedError(f"sync_bn: the last batch of each epoch ({len(x)} rows, batch {self.batch_size}) "
+                                   f"has {last} row(s) for {comm.size} ranks, leaving a rank without rows; "
+                                   f"drop {last} rows or choose another batch size")
+            err.everywhere = True
+            raise err
+        for array in [self.plan.flat_params, *self.buffers().values(), *self.opt_state.values()]:
+            if self.device == "cpu":
+                comm.bcast_array(array)
+            else:
+                self.k.copy_in(array, comm.bcast_array(self.k.to_host(array)))
+        state = comm.bcast({"rng": self._shuffle_rng.bit_generator.state, "lr": self.optimizer.lr,
+                            "lr_scale": self.info.get("lr_scale")})
+        self._shuffle_rng.bit_generator.state = state["rng"]
+        self.optimizer.lr = state["lr"]
+        if state["lr_scale"] is not None:
+            self.info["lr_scale"] = state["lr_scale"]
 
     # -- checks --------------------------------------------------------------------------
     def _check_x(self, x, finite, what="x"):
@@ -402,6 +655,9 @@ class Model:
         if finite and x.dtype.kind == "f" and not np.all(np.isfinite(x)):
             bad = int(np.count_nonzero(~np.isfinite(x)))
             raise DataError(f"{what}: contains {bad} non-finite values (NaN or inf)")
+        for slot, inputs in zip(self.plan.slots, self.plan.inputs_of):
+            if 0 in inputs:     # a layer reading the input checks its values (Embedding's token ids)
+                slot.layer.check_input(x, what)
         return x
 
     # -- parameters and state ------------------------------------------------------------
@@ -421,6 +677,7 @@ class Model:
         chose; compile(conv_algorithm=model.algorithms) runs the same arithmetic."""
         return {slot.prefix: slot.algorithm for slot in self.plan.slots if slot.algorithm is not None}
 
+    @_exclusive
     def state_dict(self):
         """Copies of every parameter and buffer, in torch.nn.Module.state_dict's order and names."""
         state = OrderedDict()
@@ -429,6 +686,7 @@ class Model:
                 state[f"{slot.prefix}.{short}"] = self.k.to_host(array)
         return state
 
+    @_exclusive
     def load_state_dict(self, state):
         """Copy parameters and buffers in; names, shapes and finiteness are checked first, so a
         mismatched dict changes nothing. A PyTorch state_dict (tensors or numpy arrays) works;
@@ -455,6 +713,7 @@ class Model:
         for name, target in targets.items():
             self.k.copy_in(target, given[name])
 
+    @_exclusive
     def save(self, path):
         """Write a checkpoint (safetensors: weights, buffers, optimizer state, the network's spec,
         progress); `fastnet.load(path)` rebuilds the compiled model. Atomic."""
@@ -502,6 +761,21 @@ class Model:
         lines.append(f"compile's memory estimate: {format_bytes(estimate['total'])} ({parts}); "
                      f"limit: {self.memory_limit[1]}")
         return "\n".join(lines)
+
+
+def _dtype_name(dtype):
+    try:
+        return str(np.dtype(dtype))
+    except TypeError:       # not a dtype at all ("float", 3, ...): the SpecError names it
+        return None
+
+
+def _global_sums(comm, *figures):
+    """Figures summed over the ranks (one small collective; the figures unchanged in one process)."""
+    if comm is None or comm.size == 1:
+        return figures
+    sums = comm.allreduce_sum(np.array(figures, np.float64))
+    return tuple(type(f)(s) for f, s in zip(figures, sums))
 
 
 def _to_numpy(value):

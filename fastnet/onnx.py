@@ -17,7 +17,9 @@ What each layer becomes:
   b_hn placement) / RNN (Tanh or Relu), between Transposes to and from ONNX's time-major layout (the
   layout=1 attribute is not run by every runtime), the weights' gate blocks reordered to ONNX's
   (LSTM i, o, f, c from PyTorch's i, f, g, o; GRU z, r, h from r, z, n), the biases as one B, and
-  Y (every step) or Y_h (the last) squeezed to the layer's output.
+  Y (every step) or Y_h (the last) squeezed to the layer's output;
+  Embedding -> Cast (the token ids, given in the model's float dtype as to predict, to int64) and
+  Gather(axis=0) from the table.
 Any other layer type (a user's own Layer subclass) is a FastnetError naming the layer.
 
 Below the model in the import layers: it reads the plan through the model it is given, and imports
@@ -41,6 +43,7 @@ from .layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     GlobalAvgPool2D,
     LeakyReLU,
@@ -243,6 +246,12 @@ def _normalize(g, layer, prefix, inputs, out, shape):
     g.add("Div", [centred, constant("std", layer.stds)], [out])
 
 
+def _embedding(g, layer, prefix, inputs, out):
+    ids = f"{out}.ids"
+    g.add("Cast", inputs, [ids], to=g.helper.np_dtype_to_tensor_dtype(np.dtype(np.int64)))
+    g.add("Gather", [g.param(prefix, "weight"), ids], [out], axis=0)
+
+
 def _add(g, layer, prefix, inputs, out):
     if len(inputs) == 1:
         g.add("Identity", inputs, [out])
@@ -284,4 +293,5 @@ _MAPPERS = {
     Concat: _simple("Concat", axis=lambda layer: layer.axis),
     Slice: None,          # handled in build(): one Split for all its outputs
     Normalize: None,      # handled in build(): Sub and Div, shaped by the node's shape
+    Embedding: _embedding,
 }

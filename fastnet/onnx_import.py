@@ -19,7 +19,10 @@ What each ONNX op becomes (the inverse of fastnet/onnx.py's export):
   BatchNormalization (inference mode: running statistics) -> BatchNorm1D / 2D with its epsilon and
   momentum 1 - ONNX's momentum (ONNX weighs the old statistics, PyTorch and fastnet the new);
   Flatten (axis 1), and Reshape to (batch, -1) -> Flatten; Add of two tensors -> Add; Concat ->
-  Concat; Split -> Slice; Dropout and Identity -> nothing.
+  Concat; Split -> Slice; Dropout and Identity -> nothing; Gather (axis 0) from a constant table by
+  a tensor of indices -> Embedding, and a Cast to an integer type that only Gathers read -> nothing
+  (fastnet's export casts its float token ids so; an int64 or int32 graph input, as torch exports
+  nn.Embedding, is taken as the model's float input: token ids are exact in it).
   Asymmetric pads are taken where the extra padding at the end is never reached by a window (the
   outputs equal those of fastnet's symmetric padding).
 The shape arithmetic PyTorch writes for x.view(x.size(0), -1) (Shape, Gather, Unsqueeze, Concat,
@@ -50,6 +53,7 @@ from .layers import (
     Concat,
     Conv2D,
     Dense,
+    Embedding,
     Flatten,
     GlobalAvgPool2D,
     LeakyReLU,
@@ -172,9 +176,10 @@ class _Importer:
                             f"{len(self.graph.output)} outputs")
         value = real[0]
         tensor = value.type.tensor_type
-        if tensor.elem_type not in (self.onnx.TensorProto.FLOAT, self.onnx.TensorProto.DOUBLE):
-            raise SpecError(f"ONNX input {value.name}: fastnet takes float or double tensors, got "
-                            f"element type {tensor.elem_type}")
+        types = self.onnx.TensorProto
+        if tensor.elem_type not in (types.FLOAT, types.DOUBLE, types.INT64, types.INT32):
+            raise SpecError(f"ONNX input {value.name}: fastnet takes float or double tensors (or int64 "
+                            f"or int32 token ids), got element type {tensor.elem_type}")
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
         if len(dims) < 2 or any(d is None or d < 1 for d in dims[1:]):
             raise SpecError(f"ONNX input {value.name}: fastnet needs a batch axis and fixed sizes for "
@@ -637,6 +642,27 @@ def _passed_through(imp, node):
     return imp.node_input(node)
 
 
+def _embedding(imp, node):
+    """Gather(table, ids, axis=0) with a constant 2-D table: an Embedding reading the ids."""
+    table, source = imp.weight(node, 0, "data (the embedding table)")
+    if table.ndim != 2 or imp.attr(node, "axis", 0) != 0:
+        raise _unsupported(node, f"a Gather is read only as an embedding lookup: rows (axis 0) of a "
+                                 f"constant matrix, got axis {imp.attr(node, 'axis', 0)} of shape {table.shape}")
+    layer = imp.make(node, Embedding, table.shape[0], table.shape[1])
+    return imp.call(node, layer, [imp.node_input(node, 1)], {"weight": (table, source)})
+
+
+def _cast_to_ids(imp, node):
+    """A Cast to an integer type that only Gathers (embedding lookups) read: their token ids, which
+    fastnet keeps in its float buffers (exact)."""
+    to = np.dtype(imp.helper.tensor_dtype_to_np_dtype(imp.attr(node, "to")))
+    readers = imp.readers.get(node.output[0], [])
+    if to.kind not in "iu" or not readers or any(r is None or r.op_type != "Gather" for r in readers):
+        raise _unsupported(node, "a Cast of a computed tensor is read only as the token ids of Gathers "
+                                 "(embedding lookups) that alone read it")
+    return imp.node_input(node)
+
+
 def _activation(cls, **attributes):
     def mapper(imp, node):
         args = {key: float(_shortest_float(imp.attr(node, onnx_name, default)))
@@ -665,4 +691,6 @@ _OPS = {
     "Split": _split,
     "Dropout": _passed_through,
     "Identity": _passed_through,
+    "Gather": _embedding,
+    "Cast": _cast_to_ids,
 }

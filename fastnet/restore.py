@@ -21,9 +21,10 @@ MEMORY_LIMIT = None
 WEIGHT_SLACK = 2**20     # values a spec may declare beyond what the file holds before compiling
 
 
-def load(path, batch_size=None, device=None):
+def load(path, batch_size=None, device=None, max_memory=None):
     """A compiled model from a checkpoint, without the code that built it.
-    batch_size / device override the saved ones (e.g. a larger batch for evaluation)."""
+    batch_size / device override the saved ones (e.g. a larger batch for evaluation); max_memory is
+    compile's (default MEMORY_LIMIT: what the machine has available)."""
     tensors, metadata = checkpoint.read(path)
     name = os.fspath(path)
     try:
@@ -33,6 +34,7 @@ def load(path, batch_size=None, device=None):
             raise TypeError("compile must be a JSON object with an optimizer object")
         step, epoch = int(metadata["step"]), int(metadata["epoch"])
         rng_state = json.loads(metadata["shuffle_rng"])
+        position = _position(json.loads(metadata.get("position", "null")))
         schedule = schedules.from_config(json.loads(metadata.get("schedule", "null")))
         info = json.loads(metadata.get("info", "{}"))
         augment = augmentation.from_config(json.loads(metadata.get("augment", "null")))
@@ -54,7 +56,7 @@ def load(path, batch_size=None, device=None):
         model = network.compile(batch_size=batch_size, loss=settings["loss"],
                                 optimizer=optimizer, device=device or settings["device"],
                                 seed=settings["seed"], dtype=settings["dtype"], conv_algorithm=conv_algorithm,
-                                max_memory=MEMORY_LIMIT)
+                                max_memory=MEMORY_LIMIT if max_memory is None else max_memory)
     except CheckpointError:
         raise
     except (FastnetError, KeyError, ValueError, TypeError, OverflowError) as err:
@@ -74,8 +76,29 @@ def load(path, batch_size=None, device=None):
     except (ValueError, TypeError, KeyError, OverflowError) as err:
         raise CheckpointError(f"{name}: the checkpoint's shuffle_rng is not a generator state "
                               f"({type(err).__name__}: {err})") from None
+    if position is not None:
+        try:    # the state that drew the epoch's order must be one this generator takes
+            type(model._shuffle_rng.bit_generator)().state = position["rng"]
+        except (ValueError, TypeError, KeyError, OverflowError) as err:
+            raise CheckpointError(f"{name}: the checkpoint's position holds no generator state "
+                                  f"({type(err).__name__}: {err})") from None
+    model.position = model._resume_position = position
     model.schedule, model.augment, model.info = schedule, augment, info
     return model
+
+
+def _position(position):
+    """A mid-epoch position (Model.position) as saved, checked: None, or a dict of the right types."""
+    if position is None:
+        return None
+    counts = ("rows", "batch", "correct", "seen")
+    if (not isinstance(position, dict) or set(position) != {"rng", "total", *counts}
+            or not all(isinstance(position[key], int) and not isinstance(position[key], bool)
+                       and position[key] >= 0 for key in counts)
+            or not isinstance(position["total"], (int, float)) or not math.isfinite(position["total"])):
+        raise ValueError(f"position must be null or an object of rng, rows, batch, total, correct, seen; "
+                         f"got {str(position)[:200]}")
+    return position
 
 
 def _check_size(name, network, spec, settings, batch_size, tensors):

@@ -2,6 +2,7 @@
 (issue 16); --debug shows the traceback; a run that cannot start leaves no folder."""
 
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -107,3 +108,31 @@ def test_every_fastnet_error_is_also_a_standard_exception():
 def test_an_unknown_loss_is_a_spec_error():
     with pytest.raises(fn.SpecError, match="unknown loss 'hinge'"):
         fn.models.mlp().compile((1, 28, 28), 8, loss="hinge")
+
+
+@pytest.mark.parametrize("make, text", [
+    (lambda: fn.SGD(lr=-0.1), "SGD: lr must be a finite number >= 0, got -0.1"),
+    (lambda: fn.SGD(lr=0.1, momentum=float("nan")), "SGD: momentum must be a finite number >= 0"),
+    (lambda: fn.SGD(lr=0.1, nesterov=True), "SGD: nesterov momentum requires a momentum"),
+    (lambda: fn.Adam(lr=1e-3, eps=-1.0), "Adam: eps must be a finite number >= 0"),
+    (lambda: fn.AdamW(weight_decay="0.1"), "AdamW: weight_decay must be a finite number >= 0"),
+    (lambda: fn.models.mlp().compile((1, 28, 28), 8, dtype="float16"), "dtype must be float32 or float64"),
+    (lambda: fn.models.mlp().compile((1, 28, 28), 8, dtype="bogus"), "dtype must be float32 or float64"),
+])
+def test_bad_optimizer_and_dtype_arguments_are_spec_errors(make, text):
+    with pytest.raises(fn.SpecError, match=text.replace("(", r"\(").replace(")", r"\)")) as caught:
+        make()
+    assert isinstance(caught.value, ValueError)
+
+
+def test_train_max_memory_is_compile_s_budget(dataset, tmp_path, capsys):
+    common = ["train", "--model", "mlp", "--dataset", str(dataset), "--epochs", "1", "--batch-size", "16"]
+    assert cli.main([*common, "--max-memory", "64KiB", "--out", str(tmp_path / "small")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastnet: error: the network needs ") and "64.0 KiB" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "small").exists()
+    assert cli.main([*common, "--max-memory", "lots", "--out", str(tmp_path / "bad")]) == 2
+    assert "max_memory must be a positive number of bytes or a size such as '4GiB'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert cli.main([*common, "--max-memory", "1GiB", "--out", str(tmp_path / "fits")]) == 0
+    assert json.loads((tmp_path / "fits" / "run.json").read_text())["max_memory"] == "1GiB"

@@ -9,6 +9,7 @@ from .base import Layer, Slot, WorkspaceSpec
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .embedding import Embedding
 from .merge import Add, Concat, Slice
 from .norm import BatchNorm1D, BatchNorm2D
 from .normalize import Normalize

@@ -27,6 +27,8 @@ compiled batch size (a smaller last batch gets views of the same buffers).
   layer's `workspace_shapes` takes `algorithm=`, and its forward/backward run slot.algorithm,
   chosen at compile (fastnet/algorithms.py).
 - `init_params(params, buffers, input_shapes, rng)` fills parameters and buffers in place.
+- `check_input(x, what)`: a layer reading the model's input checks the values the model is given
+  (Embedding: integer token ids in range), before anything runs; raise DataError.
 - `forward(k, slot, xs, y, train)` writes y from the inputs xs (a list, one array per input).
 - `backward(k, slot, xs, y, dy, dxs)` reads dy, writes each dxs[i] that is not None (None means
   that input's gradient is not needed), and writes the parameter gradients slot.grads[...].
@@ -189,6 +191,11 @@ class Layer(ABC):
 
     def init_params(self, params, buffers, input_shapes, rng):
         pass
+
+    def check_input(self, x, what):
+        """Refuse (DataError) values this layer cannot take in `x`, the data given to the model
+        (the whole array, before anything runs), where the layer reads the model's input: token ids
+        out of range for an Embedding. Most layers take any number."""
 
     @abstractmethod
     def forward(self, k, slot, xs, y, train):

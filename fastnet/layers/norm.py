@@ -16,8 +16,16 @@ Differences from torch.nn.BatchNorm*d, all deliberate:
   it uses the batch mean and inverse std that forward saved.
 
 The kernels see every input as (N, C, L): the layer passes reshaped views (no copies).
+
+Synchronised batch norm (Model.fit(sync_bn=True) under MPI, fastnet/distributed.py): the model sets
+`slot.sync = (comm, global rows)` on the slot; the training forward then takes the statistics of
+the global batch, whose rows are spread over the ranks: each rank's per-channel sums (the
+batchnorm_sync_* kernels) are allreduced between the passes (two in the forward, one in the
+backward), so the result is that of one process with the global batch. The parameter gradients
+written are this rank's own sums; the model's allreduce of the flat gradients adds them up.
 """
 
+import numpy as np
 
 from ..errors import ShapeError
 from .base import Layer
@@ -75,7 +83,10 @@ class _BatchNorm(Layer):
         x3 = self._as3d(xs[0])
         y3 = self._as3d(y)
         p, b = slot.params, slot.buffers
-        if train:
+        sync = getattr(slot, "sync", None)
+        if train and sync is not None:
+            self._sync_forward(k, slot, x3, y3, *sync)
+        elif train:
             n, _, length = x3.shape
             if n * length <= 1:
                 raise ShapeError(
@@ -96,11 +107,66 @@ class _BatchNorm(Layer):
         k.batchnorm_fold(weight.reshape(weight.shape[0], -1), bias, p["weight"], p["bias"], b["running_mean"],
                          b["running_var"], self.eps, folded_weight.reshape(weight.shape[0], -1), folded_bias)
 
+    def _sync_work(self, k, slot, channels):
+        """The float64 sums the synchronised kernels write, allocated once per slot."""
+        work = getattr(slot, "sync_work", None)
+        if work is None:
+            work = slot.sync_work = {"mean": k.zeros((channels,), np.float64),
+                                     "squares": k.zeros((channels,), np.float64),
+                                     "grads": k.zeros((2, channels), np.float64)}
+        return work
+
+    @staticmethod
+    def _allreduce(k, comm, array):
+        """array summed over the ranks in place (through host memory on a GPU); the host copy."""
+        if isinstance(array, np.ndarray):
+            return comm.allreduce_sum(array)
+        host = comm.allreduce_sum(k.to_host(array))
+        k.copy_in(array, host)
+        return host
+
+    def _sync_forward(self, k, slot, x3, y3, comm, rows):
+        n, c, length = x3.shape
+        count = rows * length
+        if count <= 1:
+            raise ShapeError(f"{self.describe()}: expected more than 1 value per channel when training, got a "
+                             f"global batch of {rows} with {length} value(s) per channel")
+        p, b = slot.params, slot.buffers
+        work = self._sync_work(k, slot, c)
+        k.batchnorm_sync_sums(x3, work["mean"])
+        host = self._allreduce(k, comm, work["mean"])
+        host /= count
+        if host is not work["mean"]:
+            k.copy_in(work["mean"], host)
+        k.batchnorm_sync_squares(x3, work["mean"], work["squares"])
+        self._allreduce(k, comm, work["squares"])
+        k.batchnorm_sync_forward(x3, p["weight"], p["bias"], self.eps, self.momentum, work["mean"], work["squares"],
+                                 count, y3, b["running_mean"], b["running_var"],
+                                 **slot.workspaces_for(k.batchnorm_forward_train, n))
+
+    def _sync_backward(self, k, slot, x3, dy3, dx3, comm, rows):
+        work = slot.sync_work
+        saved = slot.workspaces_for(k.batchnorm_forward_train, x3.shape[0])
+        g = slot.grads
+        k.batchnorm_sync_backward_sums(x3, dy3, saved["save_mean"], saved["save_invstd"], work["grads"])
+        grads = work["grads"]    # this rank's own sums: the model's flat allreduce adds them up
+        local = grads if isinstance(grads, np.ndarray) else k.to_host(grads)
+        k.copy_in(g["bias"], local[0])
+        k.copy_in(g["weight"], local[1])
+        self._allreduce(k, comm, work["grads"])
+        if dx3 is not None:
+            k.batchnorm_sync_backward(x3, dy3, slot.params["weight"], saved["save_mean"], saved["save_invstd"],
+                                      work["grads"], rows * x3.shape[2], dx3)
+
     def backward(self, k, slot, xs, y, dy, dxs):
         x3 = self._as3d(xs[0])
         dy3 = self._as3d(dy)
         g = slot.grads
         dx3 = None if dxs[0] is None else self._as3d(dxs[0])
+        sync = getattr(slot, "sync", None)
+        if sync is not None:
+            self._sync_backward(k, slot, x3, dy3, dx3, *sync)
+            return
         k.batchnorm_backward(x3, dy3, slot.params["weight"], dx3, g["weight"], g["bias"],
                              **slot.workspaces_for(k.batchnorm_backward, dy.shape[0]))
 

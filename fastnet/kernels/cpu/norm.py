@@ -144,3 +144,89 @@ def batchnorm_backward(x, dy, weight, dx, dweight, dbias, save_mean, save_invstd
             for l in range(L):
                 xhat = (x[n, c, l] - m) * inv
                 dx[n, c, l] = k * (dy[n, c, l] - mdy - xhat * mdyx)
+
+
+# -- synchronised batch norm (data parallel, fastnet/distributed.py) -----------------------------
+# The statistics of the global batch, whose rows are spread over the ranks: each rank's sums over its
+# own rows, added up over the ranks by the layer between the kernels below, then the same formulas
+# as above with the global M. sums are float64 (C,) or (2, C) arrays the layer owns.
+
+@njit(cache=True, parallel=True, fastmath=_REASSOC)
+def batchnorm_sync_sums(x, sums):
+    """sums[c] = sum of x[:, c, :] (the first pass)."""
+    N, C, L = x.shape
+    for c in prange(C):
+        s = 0.0
+        for n in range(N):
+            for l in range(L):
+                s += x[n, c, l]
+        sums[c] = s
+
+
+@njit(cache=True, parallel=True, fastmath=_REASSOC)
+def batchnorm_sync_squares(x, mean, sums):
+    """sums[c] = sum of (x[:, c, :] - mean[c])^2 (the second pass, about the global mean)."""
+    N, C, L = x.shape
+    for c in prange(C):
+        ss = 0.0
+        for n in range(N):
+            for l in range(L):
+                d = x[n, c, l] - mean[c]
+                ss += d * d
+        sums[c] = ss
+
+
+@njit(cache=True, parallel=True)
+def batchnorm_sync_forward(x, weight, bias, eps, momentum, mean, squares, M, y, running_mean, running_var,
+                           save_mean, save_invstd):
+    """batchnorm_forward_train's normalisation and running update from the global mean and sum of
+    squared deviations over M values per channel."""
+    N, C, L = x.shape
+    for c in prange(C):
+        var = squares[c] / M
+        invstd = 1.0 / np.sqrt(var + eps)
+        unbiased = squares[c] / (M - 1) if M > 1 else var
+        running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean[c]
+        running_var[c] = (1.0 - momentum) * running_var[c] + momentum * unbiased
+        save_mean[c] = mean[c]
+        save_invstd[c] = invstd
+        m = x.dtype.type(mean[c])
+        a = x.dtype.type(invstd * weight[c])
+        b = bias[c]
+        for n in range(N):
+            for l in range(L):
+                y[n, c, l] = (x[n, c, l] - m) * a + b
+
+
+@njit(cache=True, parallel=True, fastmath=_REASSOC)
+def batchnorm_sync_backward_sums(x, dy, save_mean, save_invstd, sums):
+    """sums[0, c] = sum(dy), sums[1, c] = sum(dy * xhat) over this rank's rows."""
+    N, C, L = x.shape
+    for c in prange(C):
+        m = save_mean[c]
+        inv = save_invstd[c]
+        sdy = 0.0
+        sdyx = 0.0
+        for n in range(N):
+            for l in range(L):
+                g = dy[n, c, l]
+                sdy += g
+                sdyx += g * ((x[n, c, l] - m) * inv)
+        sums[0, c] = sdy
+        sums[1, c] = sdyx
+
+
+@njit(cache=True, parallel=True)
+def batchnorm_sync_backward(x, dy, weight, save_mean, save_invstd, sums, M, dx):
+    """batchnorm_backward's dx from the global sums over M values per channel."""
+    N, C, L = x.shape
+    for c in prange(C):
+        m = save_mean[c]
+        inv = save_invstd[c]
+        k = x.dtype.type(weight[c] * inv)
+        mdy = x.dtype.type(sums[0, c] / M)
+        mdyx = x.dtype.type(sums[1, c] / M)
+        for n in range(N):
+            for l in range(L):
+                xhat = (x[n, c, l] - m) * inv
+                dx[n, c, l] = k * (dy[n, c, l] - mdy - xhat * mdyx)

@@ -28,6 +28,8 @@ from .activation import (
 )
 from .conv import conv2d_algorithms, conv2d_backward, conv2d_forward, conv2d_workspace_shapes
 from .dense import bias_backward, dense_backward_input, dense_backward_weight, dense_forward, dense_workspace_shapes
+from .embedding import embedding_backward, embedding_forward
+from .finite import count_nonfinite
 from .loss import (
     count_correct,
     cross_entropy_backward,
@@ -43,10 +45,15 @@ from .norm import (
     batchnorm_fold,
     batchnorm_forward_eval,
     batchnorm_forward_train,
+    batchnorm_sync_backward,
+    batchnorm_sync_backward_sums,
+    batchnorm_sync_forward,
+    batchnorm_sync_squares,
+    batchnorm_sync_sums,
     batchnorm_workspace_shapes,
 )
 from .normalize import normalize_backward, normalize_forward
-from .optim import adam_update, sgd_update
+from .optim import adam_update, clip_grad_norm, sgd_update
 from .pool import (
     avgpool2d_backward,
     avgpool2d_forward,

@@ -163,3 +163,115 @@ def batchnorm_backward(x, dy, weight, dx, dweight, dbias, save_mean, save_invstd
     N, C, L = x.shape
     _batchnorm_backward_kernel[C, reduce_threads(N * L)](x, dy, weight, save_mean, save_invstd, dx,
                                                          dweight, dbias)
+
+
+# ---- synchronised batch norm (data parallel): the CPU's batchnorm_sync_* -------------------------
+# One thread per channel, each looping over its channel's values: plain, and enough for the few
+# channels' sums these take (a block reduction per channel, as batchnorm_forward_train's, is the
+# faster twin to write when a GPU run shows it matters).
+
+@cuda.jit
+def _sync_sums_kernel(x, sums):
+    c = cuda.grid(1)
+    N, C, L = x.shape
+    if c < C:
+        s = float64(0.0)
+        for n in range(N):
+            for l in range(L):
+                s += x[n, c, l]
+        sums[c] = s
+
+
+@cuda.jit
+def _sync_squares_kernel(x, mean, sums):
+    c = cuda.grid(1)
+    N, C, L = x.shape
+    if c < C:
+        ss = float64(0.0)
+        for n in range(N):
+            for l in range(L):
+                d = x[n, c, l] - mean[c]
+                ss += d * d
+        sums[c] = ss
+
+
+@cuda.jit
+def _sync_forward_kernel(x, weight, bias, eps, momentum, mean, squares, M, y, running_mean, running_var,
+                         save_mean, save_invstd):
+    c = cuda.grid(1)
+    N, C, L = x.shape
+    if c < C:
+        var = squares[c] / M
+        invstd = 1.0 / math.sqrt(var + eps)
+        unbiased = squares[c] / (M - 1) if M > 1 else var
+        running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean[c]
+        running_var[c] = (1.0 - momentum) * running_var[c] + momentum * unbiased
+        save_mean[c] = mean[c]
+        save_invstd[c] = invstd
+        a = invstd * weight[c]
+        for n in range(N):
+            for l in range(L):
+                y[n, c, l] = (x[n, c, l] - mean[c]) * a + bias[c]
+
+
+@cuda.jit
+def _sync_backward_sums_kernel(x, dy, save_mean, save_invstd, sums):
+    c = cuda.grid(1)
+    N, C, L = x.shape
+    if c < C:
+        sdy = float64(0.0)
+        sdyx = float64(0.0)
+        for n in range(N):
+            for l in range(L):
+                g = dy[n, c, l]
+                sdy += g
+                sdyx += g * ((x[n, c, l] - save_mean[c]) * save_invstd[c])
+        sums[0, c] = sdy
+        sums[1, c] = sdyx
+
+
+@cuda.jit
+def _sync_backward_kernel(x, dy, weight, save_mean, save_invstd, sums, M, dx):
+    c = cuda.grid(1)
+    N, C, L = x.shape
+    if c < C:
+        inv = save_invstd[c]
+        k = weight[c] * inv
+        mdy = sums[0, c] / M
+        mdyx = sums[1, c] / M
+        for n in range(N):
+            for l in range(L):
+                xhat = (x[n, c, l] - save_mean[c]) * inv
+                dx[n, c, l] = k * (dy[n, c, l] - mdy - xhat * mdyx)
+
+
+def batchnorm_sync_sums(x, sums):
+    """sums[c] = sum of x[:, c, :] (as the CPU's)."""
+    blocks, threads = grid_1d(x.shape[1])
+    _sync_sums_kernel[blocks, threads](x, sums)
+
+
+def batchnorm_sync_squares(x, mean, sums):
+    """sums[c] = sum of (x[:, c, :] - mean[c])^2 (as the CPU's)."""
+    blocks, threads = grid_1d(x.shape[1])
+    _sync_squares_kernel[blocks, threads](x, mean, sums)
+
+
+def batchnorm_sync_forward(x, weight, bias, eps, momentum, mean, squares, M, y, running_mean, running_var,
+                           save_mean, save_invstd):
+    """The normalisation and running update from the global statistics (as the CPU's)."""
+    blocks, threads = grid_1d(x.shape[1])
+    _sync_forward_kernel[blocks, threads](x, weight, bias, np.float64(eps), np.float64(momentum), mean, squares,
+                                          np.float64(M), y, running_mean, running_var, save_mean, save_invstd)
+
+
+def batchnorm_sync_backward_sums(x, dy, save_mean, save_invstd, sums):
+    """sums[0, c] = sum(dy), sums[1, c] = sum(dy * xhat) (as the CPU's)."""
+    blocks, threads = grid_1d(x.shape[1])
+    _sync_backward_sums_kernel[blocks, threads](x, dy, save_mean, save_invstd, sums)
+
+
+def batchnorm_sync_backward(x, dy, weight, save_mean, save_invstd, sums, M, dx):
+    """dx from the global sums (as the CPU's)."""
+    blocks, threads = grid_1d(x.shape[1])
+    _sync_backward_kernel[blocks, threads](x, dy, weight, save_mean, save_invstd, sums, np.float64(M), dx)
