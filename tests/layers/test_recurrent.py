@@ -212,3 +212,24 @@ def test_bad_arguments(make, message):
 def test_an_image_input_is_refused_at_compile():
     with pytest.raises(ShapeError, match=r"expects a \(steps, features\) sequence per sample"):
         fn.Sequential([fn.LSTM(3)]).compile((1, 28, 28), 2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_embedding_then_lstm_matches_torch(dtype):
+    # Token ids -> Embedding -> LSTM -> Dense: a text classifier's shape, the LSTM taking the
+    # embedding's (steps, dim) rows; no input gradient (integer ids), so no gradient check of it.
+    torch = pytest.importorskip("torch")
+    model = fn.Sequential([fn.Embedding(11, 4), fn.LSTM(5), fn.Dense(3)]).compile(
+        (6,), 4, loss="cross_entropy", optimizer=fn.SGD(lr=0.1), dtype=dtype, seed=3)
+    net = torch.nn.Sequential(torch.nn.Embedding(11, 4), torch_cell(torch.nn, "lstm", 4, 5, False),
+                              torch.nn.Linear(5, 3)).to(getattr(torch, dtype))
+    net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()})
+    rng = np.random.default_rng(6)
+    ids, y = rng.integers(0, 11, (4, 6)), rng.integers(0, 3, 4)
+    loss, grads = model.gradients(ids.astype(dtype), y)
+    theirs = torch.nn.functional.cross_entropy(net(torch.from_numpy(ids)), torch.from_numpy(y))
+    theirs.backward()
+    tol = 2e-5 if dtype == "float32" else 1e-10
+    assert loss == pytest.approx(theirs.item(), rel=tol)
+    for name, param in net.named_parameters():
+        assert_close(grads[name], param.grad.numpy(), tol, name)
