@@ -44,7 +44,8 @@ try:
 except ImportError:  # JAX is an optional peer: left out of the table, with a notice
     jax_net = None
 
-MODELS = ("mlp", "lenet5", "cnn")      # the default set; resnet8 and tiny too with --models
+MODELS = ("mlp", "lenet5", "cnn", "lstm_rows")   # the default set; resnet8 and tiny too with --models
+SEQUENCE_MODELS = ("lstm_rows",)       # no NumPy or JAX twin (their nets are convolution/dense chains)
 BATCHES = {"cpu": "64,256", "cuda": "256,1024"}   # the default batch sizes per device
 # Seconds of idling before each burst: BLAS and OpenMP worker threads spin for a while after their
 # last call (OpenBLAS's up to ~0.1 s) and would otherwise take the cores from the next peer's burst;
@@ -56,6 +57,8 @@ def torch_network(name):
     nn = torch.nn
     if name == "resnet8":
         return torch_models.ResNet8()
+    if name == "lstm_rows":
+        return torch_models.lstm_rows()
     if name == "tiny":
         return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 10))
     if name == "mlp":
@@ -120,7 +123,8 @@ def peers_for(name, batch, x, y, with_numpy, device="cpu"):
     peers = {"fastnet": (lambda: model.train_step(x, y), lambda: model.predict(x))}
     if torch_device(device) is not None:
         peers["torch"] = torch_peer(name, model.state_dict(), x, y, torch_device(device))
-    if device == "cpu" and isinstance(model.network, fn.Sequential):   # the NumPy and JAX nets are chains
+    if device == "cpu" and isinstance(model.network, fn.Sequential) and name not in SEQUENCE_MODELS:
+        # the NumPy and JAX nets are chains of convolution and dense layers
         if with_numpy:
             net = numpy_net.Net(model)
             peers["numpy"] = (lambda: net.train_step(x, y), lambda: net.predict(x))
@@ -153,7 +157,7 @@ def images_per_second(run, batch, steps):
 def steps_for(name, batch, mode, device="cpu"):
     """About a quarter of a second of fastnet work per burst on a 2-core machine (a guess for a GPU)."""
     per_image = {"tiny": 1 / 50000, "mlp": 1 / 50000, "lenet5": 1 / 8000, "cnn": 1 / 2000,
-                 "resnet8": 1 / 800}[name]
+                 "resnet8": 1 / 800, "lstm_rows": 1 / 4000}[name]
     if mode == "inference":
         per_image /= 3
     if device == "cuda":
@@ -208,10 +212,21 @@ def gemm_shapes(model, batch):
         elif kind == "Dense":
             out, features = slot.params["weight"].shape
             shape = (batch, features, out)
+        elif kind in ("LSTM", "GRU", "RNN"):
+            # the input projection (N*T, F) x (F, G*H) and the T step products (N, H) x (H, G*H)
+            # counted as one (N*T, F + H) x (F + H, G*H) product: the same FLOPs, though the steps'
+            # thin products run slower than one product of that shape (its rate is the roofline)
+            gates, features = slot.params["weight_ih_l0"].shape
+            shape = (batch * inputs_shape(plan, inputs)[0], features + slot.layer.hidden_size, gates)
         else:
             continue
         shapes[index] = (*shape, plan.wants_grad[inputs[0]])
     return shapes
+
+
+def inputs_shape(plan, inputs):
+    """The per-sample shape of a layer call's first input."""
+    return ([plan.input_node] + plan.nodes)[inputs[0]].shape
 
 
 def layer_flops(model, batch):

@@ -39,3 +39,24 @@ class ResNet8(nn.Module):
             shortcut = s.shortcut.bn(s.shortcut.conv(h)) if hasattr(s, "shortcut") else h
             h = F.relu(out + shortcut)
         return self.fc(h.mean(dim=(2, 3)))
+
+
+class _RowsOf(nn.Module):
+    """(N, 1, 28, 28) images as (N, 28, 28) sequences: fastnet's Reshape((-1, 28))."""
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+class _LastStep(nn.LSTM):
+    """nn.LSTM(batch_first=True) giving its last step's output, as fastnet's LSTM does by default
+    (a subclass: the parameter names stay weight_ih_l0, ...)."""
+
+    def forward(self, x):
+        return super().forward(x)[0][:, -1]
+
+
+def lstm_rows(hidden=128, classes=10, width=28):
+    """fastnet.models.lstm_rows as a torch module: 28 steps of 28 features, LSTM, Linear, with
+    fastnet's Sequential names ("1.weight_ih_l0", "2.weight")."""
+    return nn.Sequential(_RowsOf(), _LastStep(width, hidden, batch_first=True), nn.Linear(hidden, classes))

@@ -7,7 +7,7 @@ given it at compile instead); compile it with its batch size, e.g.
 """
 
 from .graph import Graph, Sequential
-from .layers import Add, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
+from .layers import LSTM, Add, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Reshape
 from .nodes import Input
 
 
@@ -29,6 +29,14 @@ def lenet5(classes=10, channels=(6, 16), hidden=(120, 84), input_shape=None):
         layers += [Dense(width), ReLU()]
     layers.append(Dense(classes))
     return Sequential(layers, input_shape=input_shape)
+
+
+def lstm_rows(hidden=128, classes=10, input_shape=None):
+    """A sequence model of images: each image read row by row, one row of pixels per time step
+    (a 1x28x28 image: 28 steps of 28 features), LSTM(hidden) keeping its last step, Dense(classes).
+    The row length is the input's width (28 unless input_shape says otherwise)."""
+    width = 28 if input_shape is None else input_shape[-1]
+    return Sequential([Reshape((-1, width)), LSTM(hidden), Dense(classes)], input_shape=input_shape)
 
 
 def cnn(classes=10, channels=(32, 64), hidden=128, input_shape=None):

@@ -13,6 +13,11 @@ What each layer becomes:
   (Identity where it is the output); BatchNorm1D / 2D -> BatchNormalization (evaluation mode);
   Add -> Add (chained for more than two inputs); Concat -> Concat; Slice -> Split (sizes as an input);
   Normalize -> Sub, Div by constants of shape (1, C, 1, ...) (or all ones for one mean and std);
+  Reshape -> Reshape to (0, *shape); LSTM / GRU / RNN -> LSTM / GRU (linear_before_reset=1, PyTorch's
+  b_hn placement) / RNN (Tanh or Relu), between Transposes to and from ONNX's time-major layout (the
+  layout=1 attribute is not run by every runtime), the weights' gate blocks reordered to ONNX's
+  (LSTM i, o, f, c from PyTorch's i, f, g, o; GRU z, r, h from r, z, n), the biases as one B, and
+  Y (every step) or Y_h (the last) squeezed to the layer's output;
   Embedding -> Cast (the token ids, given in the model's float dtype as to predict, to int64) and
   Gather(axis=0) from the table.
 Any other layer type (a user's own Layer subclass) is a FastnetError naming the layer.
@@ -27,6 +32,9 @@ from ._version import __version__
 from .atomic import atomic_write
 from .errors import FastnetError
 from .layers import (
+    GRU,
+    LSTM,
+    RNN,
     Add,
     AvgPool2D,
     BatchNorm1D,
@@ -42,6 +50,7 @@ from .layers import (
     MaxPool2D,
     Normalize,
     ReLU,
+    Reshape,
     Sigmoid,
     Slice,
     Softmax,
@@ -190,6 +199,42 @@ def _batchnorm(g, layer, prefix, inputs, out):
     g.add("BatchNormalization", args, [out], epsilon=layer.eps)
 
 
+def _reshape(g, layer, prefix, inputs, out):
+    g.add("Reshape", inputs + [g.const(f"{prefix}.shape", np.array([0, *layer.shape], np.int64))], [out])
+
+
+# ONNX's gate blocks in PyTorch's order of them (fastnet's weights are PyTorch's)
+_GATES = {LSTM: [0, 3, 1, 2], GRU: [1, 0, 2], RNN: [0]}
+
+
+def _recurrent(g, layer, prefix, inputs, out):
+    order = _GATES[type(layer)]
+    H = layer.hidden_size
+
+    def blocks(short):
+        w = np.asarray(g.state[f"{prefix}.{short}"], g.dtype)
+        return np.concatenate([w[i * H:(i + 1) * H] for i in order])[None]
+
+    w = g.const(f"{prefix}.W", blocks("weight_ih_l0"))
+    r = g.const(f"{prefix}.R", blocks("weight_hh_l0"))
+    b = g.const(f"{prefix}.B", np.concatenate([blocks("bias_ih_l0"), blocks("bias_hh_l0")], axis=1))
+    steps = f"{out}.time_major"
+    g.add("Transpose", inputs, [steps], perm=[1, 0, 2])
+    extra = {}
+    if isinstance(layer, GRU):
+        extra["linear_before_reset"] = 1
+    if isinstance(layer, RNN):
+        extra["activations"] = ["Relu" if layer.nonlinearity == "relu" else "Tanh"]
+    y, y_h = f"{out}.Y", f"{out}.Y_h"
+    g.add(type(layer).__name__, [steps, w, r, b], [y, y_h], hidden_size=H, **extra)
+    if layer.return_sequences:             # Y: (T, 1, N, H) -> (N, T, H)
+        squeezed = f"{out}.Y_squeezed"
+        g.add("Squeeze", [y, g.const(f"{prefix}.axis1", np.array([1], np.int64))], [squeezed])
+        g.add("Transpose", [squeezed], [out], perm=[1, 0, 2])
+    else:                                  # Y_h: (1, N, H) -> (N, H)
+        g.add("Squeeze", [y_h, g.const(f"{prefix}.axis0", np.array([0], np.int64))], [out])
+
+
 def _normalize(g, layer, prefix, inputs, out, shape):
     # constants that broadcast over the batch and the axes after the channels, as the kernels do
     def constant(short, values):
@@ -237,6 +282,10 @@ _MAPPERS = {
     AvgPool2D: _pool("AveragePool", count_include_pad=1),
     GlobalAvgPool2D: _global_avgpool,
     Flatten: _simple("Flatten", axis=1),
+    Reshape: _reshape,
+    LSTM: _recurrent,
+    GRU: _recurrent,
+    RNN: _recurrent,
     Dropout: None,        # handled in build(): dropped
     BatchNorm1D: _batchnorm,
     BatchNorm2D: _batchnorm,

@@ -40,7 +40,8 @@ from .optim import SGD, Adam, AdamW
 from .plan import parse_memory
 from .spec import from_spec
 
-ZOO = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn", "resnet8": "resnet8"}
+ZOO = {"mlp": "mlp", "lenet": "lenet5", "lenet5": "lenet5", "cnn": "cnn", "resnet8": "resnet8",
+       "lstm_rows": "lstm_rows"}
 DEFAULTS = {"model": "cnn", "dataset": "fashion-mnist", "epochs": 3, "batch_size": 64,
             "optimizer": "adam", "lr": 2e-3, "momentum": 0.9, "weight_decay": 0.0,
             "clip_norm": None,

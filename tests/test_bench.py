@@ -154,3 +154,21 @@ def test_the_layer_profile_covers_every_layer_that_runs():
     assert 0 < sum(layers.values()) <= step      # the layers' time is spent inside the step
     text = profile_layers.table("mlp", 8, step, layers)
     assert "3 Dense" in text and "the rest" in text
+
+
+def test_the_lstm_rows_benchmark_runs_against_its_torch_twin():
+    # The sequence model has a torch twin (bench/torch_models.py: fastnet's weights load into it,
+    # and it computes the same logits) and no NumPy or JAX peer; its LSTM's products count in the
+    # GEMM FLOPs.
+    torch = pytest.importorskip("torch")
+    model, rows = compare.measure("lstm_rows", 4, 1, with_numpy=True, steps=1)
+    assert [row["mode"] for row in rows] == ["train", "inference"]
+    for row in rows:
+        assert row["model"] == "lstm_rows" and row["torch"] > 0 and "numpy" not in row and "jax" not in row
+    net = compare.torch_network("lstm_rows")
+    net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()})
+    x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(net(torch.from_numpy(x)).numpy(), model.predict(x), rtol=1e-4, atol=1e-5)
+    # per image: the LSTM's 28 steps of (28 + 128) x 512 and the Dense's 128 x 10, twice (multiply-adds)
+    assert compare.flops_per_image(model) == 2 * (28 * (28 + 128) * 512 + 128 * 10)

@@ -85,3 +85,29 @@ def test_fastnet_train_resnet8_reaches_92_percent(fashion, tmp_path):
     _, (x_test, y_test) = fn.datasets.load("fashion-mnist")
     assert isinstance(model.network.layers[0], fn.Normalize)          # it takes raw images
     assert model.evaluate(x_test, y_test)["accuracy"] == metrics["test_accuracy"]
+
+
+# `fastnet train --model lstm_rows` with the defaults (Adam 2e-3, cosine over the run, batch 64)
+# but for the epochs. Measured here (December 2026): fastnet 0.8829 after 3 epochs, 0.8859 after 4,
+# 0.8904 after 5; PyTorch with the same recipe (nn.LSTM(28, 128) + nn.Linear, its own
+# initialisation, the same normalisation, batch, Adam and cosine schedule) 0.8800 after 3, 0.8858
+# after 5 (its epochs 3 and 4 of the 5: 0.8797, 0.8838). The issue's bar, 0.88, with 5 epochs for a
+# margin of 0.01 (40 s on 2 cores, lightly loaded).
+LSTM_ROWS_EPOCHS = 5
+LSTM_ROWS_BAR = 0.88
+
+
+def test_fastnet_train_lstm_rows_reaches_its_bar(fashion, tmp_path):
+    """A recurrent network end to end: each image as 28 steps of 28 pixels through LSTM(128)."""
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "fastnet", "train", "--model", "lstm_rows",
+                          "--epochs", str(LSTM_ROWS_EPOCHS), "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= LSTM_ROWS_BAR, f"lstm_rows: test accuracy {metrics['test_accuracy']:.4f}"
+    model = fn.load(tmp_path / "run" / "model.safetensors")
+    assert [type(layer).__name__ for layer in model.network.layers] == ["Normalize", "Reshape", "LSTM", "Dense"]

@@ -34,6 +34,7 @@ CONV_ARGS = (3, 28, 28, 16, 3, 3, 1, 1, 1, 1)      # a 3x3 stride-1 convolution:
 WORKSPACE_ARGS = {"conv2d": CONV_ARGS, "conv2d_winograd": CONV_ARGS, "conv2d_direct": CONV_ARGS, "dense": (9, 5),
                   "maxpool2d": (3, 5, 5, 2, 2, 2, 2, 0, 0), "batchnorm": (4,), "dropout": ((3, 4),),
                   "cross_entropy": (10,)}
+WORKSPACE_ARGS.update({cell: (5, 3, 4) for cell in ("lstm", "gru", "rnn")})   # steps, features, hidden
 SUFFIX = "_workspace_shapes"
 
 

@@ -139,3 +139,21 @@ def test_without_onnx_installed_export_says_what_to_install(tmp_path):
             "    print(err)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and "pip install 'fastnet[onnx]'" in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+def test_recurrent_layers_match_predict(sequences, tmp_path):
+    # LSTM, GRU (PyTorch's b_hn placement: linear_before_reset) and both RNNs, stacked, the gate
+    # blocks reordered to ONNX's; the last layer's whole sequence or its last step.
+    net = fn.Sequential([fn.Reshape((-1, 6)), fn.LSTM(5, return_sequences=True), fn.GRU(4, return_sequences=True),
+                         fn.RNN(3, nonlinearity="relu", return_sequences=True),
+                         fn.RNN(4, return_sequences=sequences)])
+    model = net.compile((1, 4, 6), 8, loss="mse")
+    assert_same_as_predict(model, tmp_path / "rnn.onnx", (1, 4, 6))
+    ops = [node.op_type for node in onnx.load(tmp_path / "rnn.onnx").graph.node]
+    assert [op for op in ops if op in ("LSTM", "GRU", "RNN")] == ["LSTM", "GRU", "RNN", "RNN"]
+
+
+def test_lstm_rows_matches_predict(tmp_path):
+    model = fn.models.lstm_rows().compile((1, 28, 28), 16)
+    assert_same_as_predict(model, tmp_path / "lstm_rows.onnx", (1, 28, 28))

@@ -14,6 +14,7 @@ from .merge import Add, Concat, Slice
 from .norm import BatchNorm1D, BatchNorm2D
 from .normalize import Normalize
 from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
-from .reshape import Flatten
+from .recurrent import GRU, LSTM, RNN
+from .reshape import Flatten, Reshape
 
 __all__ = ["Layer", *(cls.__name__ for cls in Layer.types.values())]

@@ -63,3 +63,14 @@ from .pool import (
     maxpool2d_forward,
     maxpool2d_workspace_shapes,
 )
+from .recurrent import (
+    gru_backward,
+    gru_forward,
+    gru_workspace_shapes,
+    lstm_backward,
+    lstm_forward,
+    lstm_workspace_shapes,
+    rnn_backward,
+    rnn_forward,
+    rnn_workspace_shapes,
+)
