@@ -12,7 +12,14 @@ What each layer becomes:
   GlobalAvgPool2D -> GlobalAveragePool + Flatten; Flatten -> Flatten(axis=1); Dropout -> nothing
   (Identity where it is the output); BatchNorm1D / 2D -> BatchNormalization (evaluation mode);
   Add -> Add (chained for more than two inputs); Concat -> Concat; Slice -> Split (sizes as an input);
-  Normalize -> Sub, Div by constants of shape (1, C, 1, ...) (or all ones for one mean and std).
+  Normalize -> Sub, Div by constants of shape (1, C, 1, ...) (or all ones for one mean and std);
+  Reshape -> Reshape (the batch kept: shape [0, *shape]);
+  RNN / LSTM / GRU -> Transpose to ONNX's sequence-first (T, N, F), the RNN (activation Tanh or
+  Relu) / LSTM / GRU (linear_before_reset=1: PyTorch's b_hn inside r * (W_hn h + b_hn)) op, one
+  direction, with W, R, B (= [Wb, Rb]) the PyTorch-layout weights with their gate blocks reordered
+  (LSTM i, f, g, o -> ONNX i, o, f, c; GRU r, z, n -> z, r, h); then for return_sequences Squeeze of
+  Y's direction axis and Transpose back to (N, T, H), else Squeeze of Y_h to (N, H). (A float64
+  model's recurrent ops are valid ONNX, but ONNX Runtime's CPU kernels for them take float32 only.)
 Any other layer type (a user's own Layer subclass) is a FastnetError naming the layer.
 
 Below the model in the import layers: it reads the plan through the model it is given, and imports
@@ -25,6 +32,9 @@ from ._version import __version__
 from .atomic import atomic_write
 from .errors import FastnetError
 from .layers import (
+    GRU,
+    LSTM,
+    RNN,
     Add,
     AvgPool2D,
     BatchNorm1D,
@@ -39,6 +49,7 @@ from .layers import (
     MaxPool2D,
     Normalize,
     ReLU,
+    Reshape,
     Sigmoid,
     Slice,
     Softmax,
@@ -198,6 +209,44 @@ def _normalize(g, layer, prefix, inputs, out, shape):
     g.add("Div", [centred, constant("std", layer.stds)], [out])
 
 
+def _reshape(g, layer, prefix, inputs, out):
+    shape = g.const(f"{prefix}.shape", np.array([0, *layer.shape], np.int64))   # 0: the batch kept
+    g.add("Reshape", inputs + [shape], [out])
+
+
+# ONNX's gate blocks as indices into PyTorch's (fastnet's) order
+_GATE_ORDER = {RNN: [0], LSTM: [0, 3, 1, 2], GRU: [1, 0, 2]}   # LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h
+
+
+def _recurrent(g, layer, prefix, inputs, out):
+    order, hidden = _GATE_ORDER[type(layer)], layer.hidden_size
+
+    def blocks(short):                   # the parameter with its gate blocks in ONNX's order
+        value = np.asarray(g.state[f"{prefix}.{short}"], g.dtype)
+        return np.concatenate([value[i * hidden:(i + 1) * hidden] for i in order])
+
+    w = g.const(f"{prefix}.W", blocks("weight_ih_l0")[None])                        # (1, gates*H, F)
+    r = g.const(f"{prefix}.R", blocks("weight_hh_l0")[None])                        # (1, gates*H, H)
+    b = g.const(f"{prefix}.B", np.concatenate([blocks("bias_ih_l0"), blocks("bias_hh_l0")])[None])
+    attributes = {"hidden_size": hidden}
+    if isinstance(layer, RNN):
+        attributes["activations"] = ["Relu" if layer.nonlinearity == "relu" else "Tanh"]
+    if isinstance(layer, GRU):
+        attributes["linear_before_reset"] = 1
+    steps_first = f"{out}.steps_first"
+    g.add("Transpose", inputs, [steps_first], perm=[1, 0, 2])                       # (T, N, F)
+    if layer.return_sequences:
+        y = f"{out}.Y"                                                              # (T, 1, N, H)
+        g.add(type(layer).__name__, [steps_first, w, r, b], [y], **attributes)
+        squeezed = f"{out}.Y_squeezed"
+        g.add("Squeeze", [y, g.const(f"{prefix}.direction_axis", np.array([1], np.int64))], [squeezed])
+        g.add("Transpose", [squeezed], [out], perm=[1, 0, 2])                       # (N, T, H)
+    else:
+        y_h = f"{out}.Y_h"                                                          # (1, N, H)
+        g.add(type(layer).__name__, [steps_first, w, r, b], ["", y_h], **attributes)
+        g.add("Squeeze", [y_h, g.const(f"{prefix}.direction_axis", np.array([0], np.int64))], [out])
+
+
 def _add(g, layer, prefix, inputs, out):
     if len(inputs) == 1:
         g.add("Identity", inputs, [out])
@@ -235,4 +284,8 @@ _MAPPERS = {
     Concat: _simple("Concat", axis=lambda layer: layer.axis),
     Slice: None,          # handled in build(): one Split for all its outputs
     Normalize: None,      # handled in build(): Sub and Div, shaped by the node's shape
+    Reshape: _reshape,
+    RNN: _recurrent,
+    LSTM: _recurrent,
+    GRU: _recurrent,
 }
