@@ -21,8 +21,9 @@ What each ONNX op becomes (the inverse of fastnet/onnx.py's export):
   Flatten (axis 1), and Reshape to (batch, -1) -> Flatten; Add of two tensors -> Add; Concat ->
   Concat; Split -> Slice; Dropout and Identity -> nothing; Reshape keeping the batch axis -> Reshape.
   RNN / LSTM / GRU, forward, one direction, no clip, from zero initial states (none given, or
-  zeros: torch writes a ConstantOfShape of the batch's shape), reading a Transpose(perm [1, 0, 2])
-  of a batch-first (N, T, F) tensor (as torch writes a batch_first module and fastnet exports) ->
+  zeros: torch writes a ConstantOfShape of the batch's shape, Sliced per layer), reading a
+  Transpose(perm [1, 0, 2]) of a batch-first (N, T, F) tensor (as torch writes a batch_first module
+  and fastnet exports), or the Squeeze(axis 1) of the Y of the op before (torch's num_layers > 1) ->
   RNN (Tanh or Relu) / LSTM (default activations) / GRU (linear_before_reset=1, PyTorch's form),
   the gate blocks reordered to PyTorch's; the output read through Squeeze(axis 1) and
   Transpose(perm [1, 0, 2]) is return_sequences=True, and that followed by a Gather of the last
@@ -677,14 +678,20 @@ def _steps_first(imp, node):
 
 
 def _zero_state(imp, node):
-    """ConstantOfShape of zeros read only as a recurrent op's initial state (torch's h0 = zeros)."""
-    value = imp.attr(node, "value")
-    zero = value is None or not np.any(imp.numpy_helper.to_array(value))
+    """ConstantOfShape of zeros read only as recurrent ops' initial states (torch's h0 = zeros),
+    perhaps through Slices (one per layer of a torch module with num_layers > 1)."""
+    if node.op_type == "Slice":
+        zero = imp.tensors.get(node.input[0]) is _ZERO_STATE
+    else:
+        value = imp.attr(node, "value")
+        zero = value is None or not np.any(imp.numpy_helper.to_array(value))
     readers = imp.readers.get(node.output[0], [])
-    if not zero or not readers or any(r is None or r.op_type not in _RECURRENT
-                                      or node.output[0] not in list(r.input[5:7]) for r in readers):
-        raise _unsupported(node, "a ConstantOfShape is read only as zeros for the initial states of "
-                                 "recurrent ops (RNN, LSTM, GRU)")
+    if not zero or not readers or any(r is None or not (r.op_type == "Slice" and r.input[0] == node.output[0]
+                                                        or r.op_type in _RECURRENT
+                                                        and node.output[0] in list(r.input[5:7]))
+                                      for r in readers):
+        raise _unsupported(node, f"a {node.op_type} is read only as zeros for the initial states of "
+                                 f"recurrent ops (RNN, LSTM, GRU)")
     return _ZERO_STATE
 
 
@@ -696,10 +703,11 @@ _RECURRENT = {"RNN": (RNN, [0]), "LSTM": (LSTM, [0, 2, 3, 1]), "GRU": (GRU, [1, 
 def _recurrent(imp, node):
     cls, order = _RECURRENT[node.op_type]
     producer = imp.producers.get(node.input[0])
-    if producer is None or producer.op_type != "Transpose":
+    if producer is None or not (producer.op_type == "Transpose" or id(producer) in imp.absorbed):
         raise _unsupported(node, "its input must be a Transpose(perm [1, 0, 2]) of a batch-first "
-                                 "(batch, steps, features) sequence: fastnet's recurrent layers are batch-first")
-    x = imp.node_input(producer)
+                                 "(batch, steps, features) sequence, or another recurrent op's Y through "
+                                 "Squeeze(axis 1): fastnet's recurrent layers are batch-first")
+    x = imp.node_input(node)         # the batch-first sequence (the Transpose passes it through)
     w, w_source = imp.weight(node, 1, "W (the input weights)")
     r, r_source = imp.weight(node, 2, "R (the recurrent weights)")
     hidden = imp.attr(node, "hidden_size", r.shape[-1] if r.ndim == 3 else None)
@@ -809,6 +817,9 @@ def _recurrent_output(imp, node, steps):
         return False, reader.output[0], [reader]
     squeeze = sole_reader(outputs[0])
     transpose = squeeze and sole_reader(squeeze.output[0])
+    if squeeze and is_squeeze(squeeze, 1, 4) and transpose and transpose.op_type in _RECURRENT \
+            and transpose.input[0] == squeeze.output[0]:
+        return True, squeeze.output[0], [squeeze]      # read by the next layer (torch's num_layers > 1)
     if not (squeeze and is_squeeze(squeeze, 1, 4) and transpose and transpose.op_type == "Transpose"
             and list(imp.attr(transpose, "perm", [])) == [1, 0, 2]):
         raise _unsupported(node, why)
@@ -848,6 +859,7 @@ _OPS = {
     "Identity": _passed_through,
     "Transpose": _steps_first,
     "ConstantOfShape": _zero_state,
+    "Slice": _zero_state,
     "RNN": _recurrent,
     "LSTM": _recurrent,
     "GRU": _recurrent,

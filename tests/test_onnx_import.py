@@ -342,6 +342,7 @@ TORCH_RECURRENT = {   # name: (module, input shape, fastnet's layers)
     "gru_hidden": (lambda: Recurrent("GRU", "h[-1]"), (4, 3), ["GRU", "Dense"]),
     "rnn_relu_hidden": (lambda: Recurrent("RNN", "h.squeeze(0)", nonlinearity="relu"), (4, 3), ["RNN", "Dense"]),
     "lstm_rows": (lambda: Recurrent("LSTM", "h[-1]", input_shape=(6, 5)), (1, 6, 5), ["Reshape", "LSTM", "Dense"]),
+    "gru_two_layers": (lambda: Recurrent("GRU", "y[:, -1]", num_layers=2), (4, 3), ["GRU", "GRU", "Dense"]),
 }
 
 
