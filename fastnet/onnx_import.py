@@ -19,10 +19,20 @@ What each ONNX op becomes (the inverse of fastnet/onnx.py's export):
   BatchNormalization (inference mode: running statistics) -> BatchNorm1D / 2D with its epsilon and
   momentum 1 - ONNX's momentum (ONNX weighs the old statistics, PyTorch and fastnet the new);
   Flatten (axis 1), and Reshape to (batch, -1) -> Flatten; Add of two tensors -> Add; Concat ->
-  Concat; Split -> Slice; Dropout and Identity -> nothing; Gather (axis 0) from a constant table by
+  Concat; Split -> Slice; Dropout and Identity -> nothing; Reshape keeping the batch axis -> Reshape;
+  Gather (axis 0) from a constant table by
   a tensor of indices -> Embedding, and a Cast to an integer type that only Gathers read -> nothing
   (fastnet's export casts its float token ids so; an int64 or int32 graph input, as torch exports
   nn.Embedding, is taken as the model's float input: token ids are exact in it).
+  RNN / LSTM / GRU, forward, one direction, no clip, from zero initial states (none given, or
+  zeros: torch writes a ConstantOfShape of the batch's shape, Sliced per layer), reading a
+  Transpose(perm [1, 0, 2]) of a batch-first (N, T, F) tensor (as torch writes a batch_first module
+  and fastnet exports), or the Squeeze(axis 1) of the Y of the op before (torch's num_layers > 1) ->
+  RNN (Tanh or Relu) / LSTM (default activations) / GRU (linear_before_reset=1, PyTorch's form),
+  the gate blocks reordered to PyTorch's; the output read through Squeeze(axis 1) and
+  Transpose(perm [1, 0, 2]) is return_sequences=True, and that followed by a Gather of the last
+  step alone (torch's y[:, -1]), or Y_h through Squeeze(axis 0) or Gather(0 or -1) (torch's
+  h.squeeze(0), h[-1]), return_sequences=False.
   Asymmetric pads are taken where the extra padding at the end is never reached by a window (the
   outputs equal those of fastnet's symmetric padding).
 The shape arithmetic PyTorch writes for x.view(x.size(0), -1) (Shape, Gather, Unsqueeze, Concat,
@@ -46,6 +56,9 @@ import numpy as np
 from .errors import FastnetError, SpecError
 from .graph import Graph, Sequential
 from .layers import (
+    GRU,
+    LSTM,
+    RNN,
     Add,
     AvgPool2D,
     BatchNorm1D,
@@ -59,6 +72,7 @@ from .layers import (
     LeakyReLU,
     MaxPool2D,
     ReLU,
+    Reshape,
     Sigmoid,
     Slice,
     Softmax,
@@ -150,11 +164,15 @@ class _Importer:
         for out in graph.output:
             self.readers.setdefault(out.name, []).append(None)   # the graph's output reads it too
         self.bias_pending = set()         # ids of Dense layers from a MatMul, an Add may give a bias
+        self.absorbed = set()             # ids of nodes a recurrent op's mapping has read already
+        self.producers = {name: node for node in graph.node for name in node.output if name}
 
     # -- the walk -----------------------------------------------------------------------
     def network(self):
         self.input = self._input()
         for node in self.graph.node:
+            if id(node) in self.absorbed:
+                continue
             if node.domain not in ("", "ai.onnx"):
                 raise _unsupported(node, f"ops of domain {node.domain!r} have no fastnet layer")
             if self._fold(node):
@@ -579,12 +597,23 @@ def _reshape(imp, node):
     target = [int(d) for d in imp.const(node, 1, "target shape")]
     size = math.prod(x.shape)
     allowzero = imp.attr(node, "allowzero", 0)
-    batch_kept = len(target) == 2 and (target[0] == BATCH or target[0] == 0 and not allowzero
-                                        or target[0] == -1 and target[1] == size)
-    if not batch_kept or target[1] not in (-1, size):
+    if not allowzero:             # 0: that axis's size copied from the input
+        target = [d if d != 0 else BATCH if i == 0 else x.shape[i - 1] if i <= len(x.shape) else 0
+                  for i, d in enumerate(target)]
+    rest = target[1:]
+    known = math.prod(d for d in rest if d != -1)
+    batch_kept = len(target) >= 2 and (target[0] == BATCH or target[0] == -1 and -1 not in rest
+                                        and known == size)
+    fits = all(d >= 1 or d == -1 for d in rest) and rest.count(-1) <= 1 and (
+        size % known == 0 if -1 in rest else known == size) if known else False
+    if not (batch_kept and fits):
         raise _unsupported(node, f"a Reshape of {_shape_text([BATCH, *x.shape])} to {_shape_text(target)}: "
-                                 f"fastnet reads a Reshape only as a flatten to (batch, -1)")
-    return x if len(x.shape) == 1 else imp.call(node, Flatten(), [x])
+                                 f"fastnet reads a Reshape only as one that keeps the batch axis")
+    if len(rest) == 1:
+        return x if len(x.shape) == 1 else imp.call(node, Flatten(), [x])
+    if tuple(size // known if d == -1 else d for d in rest) == tuple(x.shape):
+        return x                  # to the shape it has: nothing to do
+    return imp.call(node, imp.make(node, Reshape, tuple(rest)), [x])
 
 
 def _shape_text(dims):
@@ -661,6 +690,168 @@ def _cast_to_ids(imp, node):
         raise _unsupported(node, "a Cast of a computed tensor is read only as the token ids of Gathers "
                                  "(embedding lookups) that alone read it")
     return imp.node_input(node)
+def _steps_first(imp, node):
+    """Transpose(perm [1, 0, 2]) of a batch-first sequence, read only by recurrent ops (ONNX's are
+    sequence-first; fastnet's layers read the batch-first tensor itself)."""
+    x = imp.node_input(node)
+    readers = imp.readers.get(node.output[0], [])
+    if (list(imp.attr(node, "perm", [])) != [1, 0, 2] or len(x.shape) != 2 or not readers
+            or any(r is None or r.op_type not in _RECURRENT or r.input[0] != node.output[0] for r in readers)):
+        raise _unsupported(node, "a Transpose is read only as perm [1, 0, 2] of a (batch, steps, "
+                                 "features) sequence that recurrent ops (RNN, LSTM, GRU) alone read")
+    return x
+
+
+def _zero_state(imp, node):
+    """ConstantOfShape of zeros read only as recurrent ops' initial states (torch's h0 = zeros),
+    perhaps through Slices (one per layer of a torch module with num_layers > 1)."""
+    if node.op_type == "Slice":
+        zero = imp.tensors.get(node.input[0]) is _ZERO_STATE
+    else:
+        value = imp.attr(node, "value")
+        zero = value is None or not np.any(imp.numpy_helper.to_array(value))
+    readers = imp.readers.get(node.output[0], [])
+    if not zero or not readers or any(r is None or not (r.op_type == "Slice" and r.input[0] == node.output[0]
+                                                        or r.op_type in _RECURRENT
+                                                        and node.output[0] in list(r.input[5:7]))
+                                      for r in readers):
+        raise _unsupported(node, f"a {node.op_type} is read only as zeros for the initial states of "
+                                 f"recurrent ops (RNN, LSTM, GRU)")
+    return _ZERO_STATE
+
+
+_ZERO_STATE = object()           # the tensor name of a zero initial state maps to this
+_RECURRENT = {"RNN": (RNN, [0]), "LSTM": (LSTM, [0, 2, 3, 1]), "GRU": (GRU, [1, 0, 2])}
+# (fastnet's layer, PyTorch's gate blocks as indices into ONNX's: LSTM i,o,f,c -> i,f,g,o; GRU z,r,h -> r,z,n)
+
+
+def _recurrent(imp, node):
+    cls, order = _RECURRENT[node.op_type]
+    producer = imp.producers.get(node.input[0])
+    if producer is None or not (producer.op_type == "Transpose" or id(producer) in imp.absorbed):
+        raise _unsupported(node, "its input must be a Transpose(perm [1, 0, 2]) of a batch-first "
+                                 "(batch, steps, features) sequence, or another recurrent op's Y through "
+                                 "Squeeze(axis 1): fastnet's recurrent layers are batch-first")
+    x = imp.node_input(node)         # the batch-first sequence (the Transpose passes it through)
+    w, w_source = imp.weight(node, 1, "W (the input weights)")
+    r, r_source = imp.weight(node, 2, "R (the recurrent weights)")
+    hidden = imp.attr(node, "hidden_size", r.shape[-1] if r.ndim == 3 else None)
+    rows = len(order) * (hidden or 0)
+    if w.ndim != 3 or r.ndim != 3 or w.shape[0] != 1 or w.shape[1:] != (rows, x.shape[1]) \
+            or r.shape != (1, rows, hidden):
+        raise _unsupported(node, f"W {w.shape} and R {r.shape} are not one direction's weights of "
+                                 f"{len(order)} gates of hidden size {hidden} over {x.shape[1]} features")
+    b = imp.optional_const(node, 3)
+    if len(node.input) > 3 and node.input[3] and b is None:
+        raise _unsupported(node, f"its bias B must be a constant, {node.input[3]} is computed")
+    b = np.zeros((1, 2 * rows), w.dtype) if b is None else b
+    if b.shape != (1, 2 * rows):
+        raise _unsupported(node, f"bias B of shape {b.shape}, one direction's is (1, {2 * rows})")
+    _check_recurrent_attributes(imp, node, cls)
+    if len(node.input) > 4 and node.input[4]:
+        raise _unsupported(node, "sequence_lens: fastnet's recurrent layers run every step of every sequence")
+    for name in node.input[5:]:
+        value = imp.consts.get(name)
+        if name and not (imp.tensors.get(name) is _ZERO_STATE or value is not None and not np.any(value)):
+            raise _unsupported(node, f"initial state {name}: fastnet's recurrent layers start from zeros")
+
+    def blocks(array):                         # ONNX's gate blocks in PyTorch's order
+        return np.concatenate([array[i * hidden:(i + 1) * hidden] for i in order])
+
+    b_source = node.input[3] if len(node.input) > 3 and node.input[3] else "(no B: zeros)"
+    weights = {"weight_ih_l0": (blocks(w[0]), w_source), "weight_hh_l0": (blocks(r[0]), r_source),
+               "bias_ih_l0": (blocks(b[0, :rows]), b_source), "bias_hh_l0": (blocks(b[0, rows:]), b_source)}
+    sequences, final, absorbed = _recurrent_output(imp, node, x.shape[0])
+    args = {"nonlinearity": _rnn_nonlinearity(imp, node)} if cls is RNN else {}
+    layer = imp.make(node, cls, hidden, return_sequences=sequences, **args)
+    out = imp.call(node, layer, [x], weights)
+    imp.absorbed.update(id(n) for n in absorbed)
+    imp.tensors[final] = out
+    return []
+
+
+def _rnn_nonlinearity(imp, node):
+    names = [a.decode() if isinstance(a, bytes) else a for a in imp.attr(node, "activations", [b"Tanh"])]
+    if len(names) != 1 or names[0].lower() not in ("tanh", "relu"):
+        raise _unsupported(node, f"activations {names}: fastnet's RNN is Tanh or Relu")
+    return names[0].lower()
+
+
+def _check_recurrent_attributes(imp, node, cls):
+    direction = imp.attr(node, "direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    problems = []
+    if direction != "forward":
+        problems.append(f"direction={direction} (fastnet's are forward only)")
+    if imp.attr(node, "clip") is not None:
+        problems.append("clip (fastnet does not clip the cell inputs)")
+    if imp.attr(node, "layout", 0):
+        problems.append("layout=1 (read a Transpose to sequence-first instead)")
+    if imp.attr(node, "input_forget", 0):
+        problems.append("input_forget=1 (coupled input and forget gates)")
+    if cls is GRU and imp.attr(node, "linear_before_reset", 0) != 1:
+        problems.append("linear_before_reset=0 (fastnet's GRU is PyTorch's: linear_before_reset=1)")
+    if cls is not RNN and imp.attr(node, "activations") is not None:
+        defaults = ["Sigmoid", "Tanh", "Tanh"] if cls is LSTM else ["Sigmoid", "Tanh"]
+        names = [a.decode() if isinstance(a, bytes) else a for a in imp.attr(node, "activations")]
+        if names != defaults:
+            problems.append(f"activations {names} (fastnet's are {defaults})")
+    if len(node.input) > 7 and node.input[7]:
+        problems.append("peepholes P")
+    if problems:
+        raise _unsupported(node, "; ".join(problems) + " has no fastnet equivalent")
+
+
+def _recurrent_output(imp, node, steps):
+    """(return_sequences, the ONNX tensor that is the layer's output, the nodes read on the way):
+    Y -> Squeeze(axis 1) -> Transpose(perm [1, 0, 2]) [-> Gather of the last step], or
+    Y_h -> Squeeze(axis 0) or Gather(0 or -1)."""
+    def sole_reader(name):
+        readers = imp.readers.get(name, []) if name else []
+        return readers[0] if len(readers) == 1 and readers[0] is not None else None
+
+    def const_of(reader, index):             # a constant input, its Constant node perhaps not yet folded
+        name = reader.input[index] if index < len(reader.input) else ""
+        producer = imp.producers.get(name)
+        if name not in imp.consts and producer is not None and producer.op_type == "Constant":
+            imp.consts[name] = np.asarray(_fold_constant(imp, producer))
+        return imp.consts.get(name)
+
+    def is_squeeze(reader, axis, rank):
+        if reader.op_type != "Squeeze":
+            return False
+        axes = const_of(reader, 1) if len(reader.input) > 1 else imp.attr(reader, "axes")
+        return axes is not None and list(np.ravel(axes)) in ([axis], [axis - rank])
+
+    def picks(reader, axis, last):           # Gather(axis) of one constant index, the last one
+        index = const_of(reader, 1) if reader.op_type == "Gather" else None
+        return (index is not None and index.ndim == 0 and imp.attr(reader, "axis", 0) == axis
+                and int(index) in (-1, last))
+
+    outputs = list(node.output) + [""] * 3
+    read = [bool(name and imp.readers.get(name)) for name in outputs[:3]]
+    why = ("of its outputs fastnet reads Y through Squeeze(axis 1) and Transpose(perm [1, 0, 2]), "
+           "perhaps then a Gather of the last step, or Y_h through Squeeze(axis 0) or Gather(0)")
+    if read[2] or read[0] == read[1]:
+        names = [name for name, used in zip(("Y", "Y_h", "Y_c"), read) if used]
+        raise _unsupported(node, f"exactly one {why}; this one reads {names or 'none'}")
+    if read[1]:
+        reader = sole_reader(outputs[1])
+        if reader is None or not (is_squeeze(reader, 0, 3) or picks(reader, 0, 0)):
+            raise _unsupported(node, why)
+        return False, reader.output[0], [reader]
+    squeeze = sole_reader(outputs[0])
+    transpose = squeeze and sole_reader(squeeze.output[0])
+    if squeeze and is_squeeze(squeeze, 1, 4) and transpose and transpose.op_type in _RECURRENT \
+            and transpose.input[0] == squeeze.output[0]:
+        return True, squeeze.output[0], [squeeze]      # read by the next layer (torch's num_layers > 1)
+    if not (squeeze and is_squeeze(squeeze, 1, 4) and transpose and transpose.op_type == "Transpose"
+            and list(imp.attr(transpose, "perm", [])) == [1, 0, 2]):
+        raise _unsupported(node, why)
+    gather = sole_reader(transpose.output[0])
+    if gather is not None and picks(gather, 1, steps - 1):
+        return False, gather.output[0], [squeeze, transpose, gather]
+    return True, transpose.output[0], [squeeze, transpose]
 
 
 def _activation(cls, **attributes):
@@ -693,4 +884,10 @@ _OPS = {
     "Identity": _passed_through,
     "Gather": _embedding,
     "Cast": _cast_to_ids,
+    "Transpose": _steps_first,
+    "ConstantOfShape": _zero_state,
+    "Slice": _zero_state,
+    "RNN": _recurrent,
+    "LSTM": _recurrent,
+    "GRU": _recurrent,
 }

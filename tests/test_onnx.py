@@ -154,6 +154,55 @@ def test_recurrent_layers_match_predict(sequences, tmp_path):
     assert [op for op in ops if op in ("LSTM", "GRU", "RNN")] == ["LSTM", "GRU", "RNN", "RNN"]
 
 
-def test_lstm_rows_matches_predict(tmp_path):
-    model = fn.models.lstm_rows().compile((1, 28, 28), 16)
+# -- recurrent layers: ONNX's sequence-first RNN / LSTM / GRU ops, gate blocks reordered ------------
+CELLS = {"rnn_tanh": lambda h, rs: fn.RNN(h, return_sequences=rs),
+         "rnn_relu": lambda h, rs: fn.RNN(h, nonlinearity="relu", return_sequences=rs),
+         "lstm": lambda h, rs: fn.LSTM(h, return_sequences=rs),
+         "gru": lambda h, rs: fn.GRU(h, return_sequences=rs)}
+STEPS, FEATURES = 4, 3          # all sizes distinct (batch 5, hidden 6 and 2): a swapped axis shows
+
+
+def stacked_recurrent(cell, last_sequences, dtype="float32"):
+    """Two layers of one cell type, the first giving its sequence to the second, with random weights
+    (not the init: large enough that the gates saturate unevenly and a misplaced block shows)."""
+    model = fn.Sequential([CELLS[cell](6, True), CELLS[cell](2, last_sequences)]).compile(
+        input_shape=(STEPS, FEATURES), batch_size=5, loss="mse", dtype=dtype)
+    rng = np.random.default_rng(4)
+    model.load_state_dict({name: rng.standard_normal(value.shape) * 0.7
+                           for name, value in model.state_dict().items()})
+    return model
+
+
+@pytest.mark.parametrize("last_sequences", [True, False], ids=["sequences", "last_step"])
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_recurrent_layers_stacked_match_onnxruntime(cell, last_sequences, tmp_path):
+    model = stacked_recurrent(cell, last_sequences)
+    assert_same_as_predict(model, tmp_path / f"{cell}.onnx", (STEPS, FEATURES), batches=(1, 5))
+    ops = [node.op_type for node in onnx.load(tmp_path / f"{cell}.onnx").graph.node]
+    assert ops.count(cell.split("_")[0].upper()) == 2
+    expected = (5, STEPS, 2) if last_sequences else (5, 2)
+    assert model.predict(np.zeros((5, STEPS, FEATURES), np.float32)).shape == expected
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+def test_recurrent_float64_export_matches_the_onnx_reference_evaluator(cell, tmp_path):
+    """float64 exports are valid ONNX, but ONNX Runtime's CPU RNN/LSTM/GRU take float32 only: the
+    onnx package's reference implementation checks them, to float64 rounding (it has no Relu RNN)."""
+    from onnx.reference import ReferenceEvaluator
+
+    model = stacked_recurrent(cell, last_sequences=True, dtype="float64")
+    model.export_onnx(tmp_path / "m.onnx")
+    x = np.random.default_rng(5).standard_normal((3, STEPS, FEATURES))
+    theirs = ReferenceEvaluator(os.fspath(tmp_path / "m.onnx")).run(["logits"], {"input": x})[0]
+    assert theirs.dtype == np.float64
+    np.testing.assert_allclose(theirs, model.predict(x), atol=1e-12, rtol=1e-12)
+
+
+def test_lstm_rows_exports_with_its_reshape(tmp_path):
+    model = fn.models.lstm_rows().compile(input_shape=(1, 28, 28), batch_size=8)
+    rng = np.random.default_rng(6)
+    model.load_state_dict({name: rng.standard_normal(value.shape) * 0.3
+                           for name, value in model.state_dict().items()})
     assert_same_as_predict(model, tmp_path / "lstm_rows.onnx", (1, 28, 28))
+    ops = [node.op_type for node in onnx.load(tmp_path / "lstm_rows.onnx").graph.node]
+    assert ops[0] == "Reshape" and "LSTM" in ops and ops[-1] == "Gemm"
