@@ -16,6 +16,12 @@ from ..errors import ShapeError
 from .base import Layer
 
 
+def _positive_integer(value):
+    """An int or a whole float >= 1 (not a bool, a string, None)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value >= 1 and int(value) == value)
+
+
 class _Recurrent(Layer):
     """What RNN, LSTM and GRU share: configuration, shapes, parameters, initialisation."""
 
@@ -25,9 +31,9 @@ class _Recurrent(Layer):
     def __init__(self, hidden_size, return_sequences=False, truncate=None, name=None):
         super().__init__(name)
         kind = type(self).__name__
-        if isinstance(hidden_size, bool) or int(hidden_size) != hidden_size or hidden_size < 1:
+        if not _positive_integer(hidden_size):
             raise ShapeError(f"{kind}: hidden_size must be a positive integer, got {hidden_size!r}")
-        if truncate is not None and (isinstance(truncate, bool) or int(truncate) != truncate or truncate < 1):
+        if truncate is not None and not _positive_integer(truncate):
             raise ShapeError(f"{kind}: truncate must be a positive number of steps or None (full "
                              f"backpropagation through time), got {truncate!r}")
         self.hidden_size = int(hidden_size)

@@ -201,7 +201,12 @@ def test_spec_and_checkpoint_round_trips(tmp_path):
 @pytest.mark.parametrize("make, message", [
     (lambda: fn.LSTM(0), "hidden_size must be a positive integer"),
     (lambda: fn.GRU(2.5), "hidden_size must be a positive integer"),
+    (lambda: fn.LSTM("a"), "hidden_size must be a positive integer"),
+    (lambda: fn.GRU(None), "hidden_size must be a positive integer"),
+    (lambda: fn.RNN(float("inf")), "hidden_size must be a positive integer"),
+    (lambda: fn.LSTM(True), "hidden_size must be a positive integer"),
     (lambda: fn.LSTM(3, truncate=0), "truncate must be a positive number of steps"),
+    (lambda: fn.LSTM(3, truncate="x"), "truncate must be a positive number of steps"),
     (lambda: fn.RNN(3, nonlinearity="sigmoid"), "nonlinearity must be 'tanh' or 'relu'"),
 ])
 def test_bad_arguments(make, message):
