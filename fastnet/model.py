@@ -570,11 +570,7 @@ class Model:
         comm = self._comm
         if comm is None or comm.size == 1:
             return
-        if self.device == "cpu":
-            comm.allreduce_sum(self.plan.flat_grads)
-        else:   # through host memory
-            host = comm.allreduce_sum(self.k.to_host(self.plan.flat_grads))
-            self.k.copy_in(self.plan.flat_grads, host)
+        self._in_host_memory(self.plan.flat_grads, comm.allreduce_sum)
         if self.step % distributed.CHECK_EVERY == 0:
             self._check_same_parameters(comm)
 
@@ -595,12 +591,22 @@ class Model:
         comm = self._comm
         if comm is None or comm.size == 1 or self._sync_bn:   # synchronised: the same statistics everywhere
             return
-        for array in self.buffers().values():
-            host = self.k.to_host(array) if self.device != "cpu" else array
+        def average(host):
             comm.allreduce_sum(host)
             host /= comm.size
-            if host is not array:
-                self.k.copy_in(array, host)
+
+        for array in self.buffers().values():
+            self._in_host_memory(array, average)
+
+    def _in_host_memory(self, array, collective):
+        """collective(host array), in place, on `array`: the array itself on the CPU; on a GPU a host
+        copy, copied back after (the collectives go through host memory: no CUDA-aware MPI assumed)."""
+        if self.device == "cpu":
+            collective(array)
+            return
+        host = self.k.to_host(array)
+        collective(host)
+        self.k.copy_in(array, host)
 
     def _join(self, comm, x, y, validation_data, epochs, initial_epoch, shuffle, sync_bn):
         """Start of a data-parallel fit: the ranks must run the same network, settings and data
@@ -633,10 +639,7 @@ class Model:
             err.everywhere = True
             raise err
         for array in [self.plan.flat_params, *self.buffers().values(), *self.opt_state.values()]:
-            if self.device == "cpu":
-                comm.bcast_array(array)
-            else:
-                self.k.copy_in(array, comm.bcast_array(self.k.to_host(array)))
+            self._in_host_memory(array, comm.bcast_array)
         state = comm.bcast({"rng": self._shuffle_rng.bit_generator.state, "lr": self.optimizer.lr,
                             "lr_scale": self.info.get("lr_scale")})
         self._shuffle_rng.bit_generator.state = state["rng"]

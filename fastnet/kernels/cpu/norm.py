@@ -52,6 +52,75 @@ def batchnorm_workspace_shapes(channels):
             "save_invstd": WorkspaceSpec((channels,), per_sample=False)}
 
 
+# The per-channel pieces the one-process and the synchronised (data-parallel) kernels share,
+# inlined into each so that every kernel keeps its own fastmath flags and loop order.
+
+@njit(cache=True, inline="always")
+def _channel_sum(x, c):
+    s = 0.0
+    for n in range(x.shape[0]):
+        for l in range(x.shape[2]):
+            s += x[n, c, l]
+    return s
+
+
+@njit(cache=True, inline="always")
+def _channel_squares(x, c, mean):
+    """The sum of squared deviations of channel c about `mean`."""
+    ss = 0.0
+    for n in range(x.shape[0]):
+        for l in range(x.shape[2]):
+            d = x[n, c, l] - mean
+            ss += d * d
+    return ss
+
+
+@njit(cache=True, inline="always")
+def _normalise_channel(x, c, mean, ss, M, weight, bias, eps, momentum, y, running_mean, running_var,
+                       save_mean, save_invstd):
+    """From channel c's mean and sum of squared deviations over M values: y, the saved statistics
+    and the running ones (updated with the unbiased variance, as PyTorch)."""
+    var = ss / M
+    invstd = 1.0 / np.sqrt(var + eps)
+    unbiased = ss / (M - 1) if M > 1 else var
+    running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean
+    running_var[c] = (1.0 - momentum) * running_var[c] + momentum * unbiased
+    save_mean[c] = mean
+    save_invstd[c] = invstd
+    m = x.dtype.type(mean)
+    a = x.dtype.type(invstd * weight[c])
+    b = bias[c]
+    for n in range(x.shape[0]):
+        for l in range(x.shape[2]):
+            y[n, c, l] = (x[n, c, l] - m) * a + b
+
+
+@njit(cache=True, inline="always")
+def _gradient_sums(x, dy, c, m, inv):
+    """(sum(dy), sum(dy * xhat)) over channel c, xhat = (x - m) * inv."""
+    sdy = 0.0
+    sdyx = 0.0
+    for n in range(x.shape[0]):
+        for l in range(x.shape[2]):
+            g = dy[n, c, l]
+            sdy += g
+            sdyx += g * ((x[n, c, l] - m) * inv)
+    return sdy, sdyx
+
+
+@njit(cache=True, inline="always")
+def _input_gradient(x, dy, c, m, inv, weight, sdy, sdyx, M, dx):
+    """dx = (weight * inv / M) * (M*dy - sdy - xhat*sdyx) = k * (dy - sdy/M - xhat * sdyx/M) over
+    channel c, from the sums over M values."""
+    k = x.dtype.type(weight[c] * inv)
+    mdy = x.dtype.type(sdy / M)
+    mdyx = x.dtype.type(sdyx / M)
+    for n in range(x.shape[0]):
+        for l in range(x.shape[2]):
+            xhat = (x[n, c, l] - m) * inv
+            dx[n, c, l] = k * (dy[n, c, l] - mdy - xhat * mdyx)
+
+
 @njit(cache=True, parallel=True, fastmath=_REASSOC)
 def batchnorm_forward_train(x, weight, bias, eps, momentum, y, running_mean, running_var,
                             save_mean, save_invstd):
@@ -59,32 +128,9 @@ def batchnorm_forward_train(x, weight, bias, eps, momentum, y, running_mean, run
     N, C, L = x.shape
     M = N * L
     for c in prange(C):
-        s = 0.0
-        for n in range(N):
-            for l in range(L):
-                s += x[n, c, l]
-        mean = s / M
-        ss = 0.0
-        for n in range(N):
-            for l in range(L):
-                d = x[n, c, l] - mean
-                ss += d * d
-        var = ss / M
-        invstd = 1.0 / np.sqrt(var + eps)
-        if M > 1:
-            unbiased = ss / (M - 1)
-        else:
-            unbiased = var
-        running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean
-        running_var[c] = (1.0 - momentum) * running_var[c] + momentum * unbiased
-        save_mean[c] = mean
-        save_invstd[c] = invstd
-        m = x.dtype.type(mean)
-        a = x.dtype.type(invstd * weight[c])
-        b = bias[c]
-        for n in range(N):
-            for l in range(L):
-                y[n, c, l] = (x[n, c, l] - m) * a + b
+        mean = _channel_sum(x, c) / M
+        _normalise_channel(x, c, mean, _channel_squares(x, c, mean), M, weight, bias, eps, momentum, y,
+                           running_mean, running_var, save_mean, save_invstd)
 
 
 @njit(cache=True, parallel=True, fastmath=_REASSOC)
@@ -123,27 +169,11 @@ def batchnorm_backward(x, dy, weight, dx, dweight, dbias, save_mean, save_invstd
     N, C, L = x.shape
     M = N * L
     for c in prange(C):
-        m = save_mean[c]
-        inv = save_invstd[c]
-        sdy = 0.0
-        sdyx = 0.0
-        for n in range(N):
-            for l in range(L):
-                g = dy[n, c, l]
-                sdy += g
-                sdyx += g * ((x[n, c, l] - m) * inv)
+        sdy, sdyx = _gradient_sums(x, dy, c, save_mean[c], save_invstd[c])
         dbias[c] = sdy
         dweight[c] = sdyx
-        if dx is None:
-            continue
-        # dx = (weight * inv / M) * (M*dy - sdy - xhat*sdyx) = k * (dy - sdy/M - xhat * sdyx/M)
-        k = x.dtype.type(weight[c] * inv)
-        mdy = x.dtype.type(sdy / M)
-        mdyx = x.dtype.type(sdyx / M)
-        for n in range(N):
-            for l in range(L):
-                xhat = (x[n, c, l] - m) * inv
-                dx[n, c, l] = k * (dy[n, c, l] - mdy - xhat * mdyx)
+        if dx is not None:
+            _input_gradient(x, dy, c, save_mean[c], save_invstd[c], weight, sdy, sdyx, M, dx)
 
 
 # -- synchronised batch norm (data parallel, fastnet/distributed.py) -----------------------------
@@ -154,26 +184,15 @@ def batchnorm_backward(x, dy, weight, dx, dweight, dbias, save_mean, save_invstd
 @njit(cache=True, parallel=True, fastmath=_REASSOC)
 def batchnorm_sync_sums(x, sums):
     """sums[c] = sum of x[:, c, :] (the first pass)."""
-    N, C, L = x.shape
-    for c in prange(C):
-        s = 0.0
-        for n in range(N):
-            for l in range(L):
-                s += x[n, c, l]
-        sums[c] = s
+    for c in prange(x.shape[1]):
+        sums[c] = _channel_sum(x, c)
 
 
 @njit(cache=True, parallel=True, fastmath=_REASSOC)
 def batchnorm_sync_squares(x, mean, sums):
     """sums[c] = sum of (x[:, c, :] - mean[c])^2 (the second pass, about the global mean)."""
-    N, C, L = x.shape
-    for c in prange(C):
-        ss = 0.0
-        for n in range(N):
-            for l in range(L):
-                d = x[n, c, l] - mean[c]
-                ss += d * d
-        sums[c] = ss
+    for c in prange(x.shape[1]):
+        sums[c] = _channel_squares(x, c, mean[c])
 
 
 @njit(cache=True, parallel=True)
@@ -181,52 +200,20 @@ def batchnorm_sync_forward(x, weight, bias, eps, momentum, mean, squares, M, y, 
                            save_mean, save_invstd):
     """batchnorm_forward_train's normalisation and running update from the global mean and sum of
     squared deviations over M values per channel."""
-    N, C, L = x.shape
-    for c in prange(C):
-        var = squares[c] / M
-        invstd = 1.0 / np.sqrt(var + eps)
-        unbiased = squares[c] / (M - 1) if M > 1 else var
-        running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean[c]
-        running_var[c] = (1.0 - momentum) * running_var[c] + momentum * unbiased
-        save_mean[c] = mean[c]
-        save_invstd[c] = invstd
-        m = x.dtype.type(mean[c])
-        a = x.dtype.type(invstd * weight[c])
-        b = bias[c]
-        for n in range(N):
-            for l in range(L):
-                y[n, c, l] = (x[n, c, l] - m) * a + b
+    for c in prange(x.shape[1]):
+        _normalise_channel(x, c, mean[c], squares[c], M, weight, bias, eps, momentum, y,
+                           running_mean, running_var, save_mean, save_invstd)
 
 
 @njit(cache=True, parallel=True, fastmath=_REASSOC)
 def batchnorm_sync_backward_sums(x, dy, save_mean, save_invstd, sums):
     """sums[0, c] = sum(dy), sums[1, c] = sum(dy * xhat) over this rank's rows."""
-    N, C, L = x.shape
-    for c in prange(C):
-        m = save_mean[c]
-        inv = save_invstd[c]
-        sdy = 0.0
-        sdyx = 0.0
-        for n in range(N):
-            for l in range(L):
-                g = dy[n, c, l]
-                sdy += g
-                sdyx += g * ((x[n, c, l] - m) * inv)
-        sums[0, c] = sdy
-        sums[1, c] = sdyx
+    for c in prange(x.shape[1]):
+        sums[0, c], sums[1, c] = _gradient_sums(x, dy, c, save_mean[c], save_invstd[c])
 
 
 @njit(cache=True, parallel=True)
 def batchnorm_sync_backward(x, dy, weight, save_mean, save_invstd, sums, M, dx):
     """batchnorm_backward's dx from the global sums over M values per channel."""
-    N, C, L = x.shape
-    for c in prange(C):
-        m = save_mean[c]
-        inv = save_invstd[c]
-        k = x.dtype.type(weight[c] * inv)
-        mdy = x.dtype.type(sums[0, c] / M)
-        mdyx = x.dtype.type(sums[1, c] / M)
-        for n in range(N):
-            for l in range(L):
-                xhat = (x[n, c, l] - m) * inv
-                dx[n, c, l] = k * (dy[n, c, l] - mdy - xhat * mdyx)
+    for c in prange(x.shape[1]):
+        _input_gradient(x, dy, c, save_mean[c], save_invstd[c], weight, sums[0, c], sums[1, c], M, dx)
