@@ -56,6 +56,17 @@ def shard(m, rank, size):
     return lo, lo + base + (1 if rank < extra else 0)
 
 
+def differing_ranks(values):
+    """The ranks whose value in `values` (an allgather's, in rank order) differs from rank 0's."""
+    return [rank for rank, value in enumerate(values) if value != values[0]]
+
+
+def everywhere(err):
+    """`err`, marked as met by every rank alike: the CLI reports it once, from rank 0, with no abort."""
+    err.everywhere = True
+    return err
+
+
 def fingerprint(obj):
     """A short hash of a JSON-able description (compared across ranks)."""
     import json

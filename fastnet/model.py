@@ -576,14 +576,12 @@ class Model:
 
     def _check_same_parameters(self, comm):
         crc = distributed.array_fingerprint(self.k.to_host(self.plan.flat_params))
-        crcs = comm.allgather(crc)
-        if len(set(crcs)) > 1:
-            differ = [rank for rank, c in enumerate(crcs) if c != crcs[0]]
-            err = DistributedError(f"the parameters of rank(s) {differ} differ from rank 0's at optimizer step "
-                                   f"{self.step}: the ranks drifted apart (a rank running other code or "
-                                   f"other data, or an MPI whose allreduce differs between ranks)")
-            err.everywhere = True
-            raise err
+        differ = distributed.differing_ranks(comm.allgather(crc))
+        if differ:
+            raise distributed.everywhere(DistributedError(
+                f"the parameters of rank(s) {differ} differ from rank 0's at optimizer step {self.step}: the "
+                f"ranks drifted apart (a rank running other code or other data, or an MPI whose allreduce "
+                f"differs between ranks)"))
 
     def _average_buffers(self):
         """BatchNorm's running statistics (each rank's own, from its own rows) averaged over the
@@ -623,21 +621,17 @@ class Model:
             "validation": None if validation_data is None else [list(np.shape(v)) for v in validation_data],
             "epochs": [epochs, initial_epoch, bool(shuffle)], "step": [self.step, self.epoch], "sync_bn": sync_bn,
         }
-        hashes = comm.allgather(distributed.fingerprint(described))
-        if len(set(hashes)) > 1:
-            differ = [rank for rank, h in enumerate(hashes) if h != hashes[0]]
-            err = DistributedError(f"rank(s) {differ} of {comm.size} were started with another network, other "
-                                   f"settings or other data (shapes, labels) than rank 0; every rank must "
-                                   f"run the same command on the same data")
-            err.everywhere = True
-            raise err
+        differ = distributed.differing_ranks(comm.allgather(distributed.fingerprint(described)))
+        if differ:
+            raise distributed.everywhere(DistributedError(
+                f"rank(s) {differ} of {comm.size} were started with another network, other settings or other "
+                f"data (shapes, labels) than rank 0; every rank must run the same command on the same data"))
         last = len(x) % self.batch_size
         if sync_bn and 0 < last < comm.size:
-            err = DistributedError(f"sync_bn: the last batch of each epoch ({len(x)} rows, batch {self.batch_size}) "
-                                   f"has {last} row(s) for {comm.size} ranks, leaving a rank without rows; "
-                                   f"drop {last} rows or choose another batch size")
-            err.everywhere = True
-            raise err
+            raise distributed.everywhere(DistributedError(
+                f"sync_bn: the last batch of each epoch ({len(x)} rows, batch {self.batch_size}) has {last} "
+                f"row(s) for {comm.size} ranks, leaving a rank without rows; drop {last} rows or choose another "
+                f"batch size"))
         for array in [self.plan.flat_params, *self.buffers().values(), *self.opt_state.values()]:
             self._in_host_memory(array, comm.bcast_array)
         state = comm.bcast({"rng": self._shuffle_rng.bit_generator.state, "lr": self.optimizer.lr,

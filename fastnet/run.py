@@ -384,8 +384,7 @@ def _read_resume(comm, folder):
             payload = err
     payload = comm.bcast(payload)
     if isinstance(payload, BaseException):
-        payload.everywhere = True
-        raise payload
+        raise distributed.everywhere(payload)
     return payload
 
 
